@@ -1,0 +1,220 @@
+/* autograd/autograd.h — the public interface of the autograd module.
+ *
+ * Owns: tensors (dtype, up to 4 dims, strided views), the context (device, parameter and step
+ * arenas, tape, RNG, error state), the tape (record, reverse-mode backward, gradient accumulation,
+ * no-grad regions, reset) and the differentiable ops. Ops are device-agnostic: they check shapes,
+ * record tape nodes and call the primitive kernels of the context's backend (autograd/backend.h).
+ *
+ * Error model: an op given bad input (shape, dtype, argument) returns NULL and sets a message on the
+ * context (vnm_ctx_error); an op given a NULL input returns NULL without touching the message, so a
+ * chain of ops reports the first failure. Nothing aborts on user input.
+ *
+ * Memory: every tensor an op creates lives in the step arena and is valid until
+ * vnm_ctx_reset_step(). Parameters (vnm_param_new) and their gradients live in the persistent arena.
+ */
+#ifndef VNM_AUTOGRAD_H
+#define VNM_AUTOGRAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define VNM_VERSION "0.1.0"
+#define VNM_MAX_DIMS 4
+#define VNM_NODE_MAX_IN 4
+#define VNM_NODE_MAX_SAVED 4
+#define VNM_ALL_DIMS (-100) /* reduction over every dimension */
+
+typedef enum {
+    VNM_OK = 0,
+    VNM_ERR_RUNTIME = 1, /* something failed while running (out of memory, device error) */
+    VNM_ERR_INPUT = 2,   /* bad input: shapes, dtypes, arguments, files */
+} vnm_status;
+
+typedef enum {
+    VNM_DTYPE_F32,
+    VNM_DTYPE_BF16,
+    VNM_DTYPE_F16,
+    VNM_DTYPE_I32,
+    VNM_DTYPE_I64,
+    VNM_DTYPE_U8,
+} vnm_dtype;
+
+typedef enum { VNM_DEVICE_CPU, VNM_DEVICE_CUDA } vnm_device;
+
+typedef struct vnm_ctx vnm_ctx;
+typedef struct vnm_node vnm_node;
+
+typedef struct vnm_tensor {
+    vnm_dtype dtype;
+    vnm_device device;
+    int ndim;
+    int64_t shape[VNM_MAX_DIMS];
+    int64_t strides[VNM_MAX_DIMS]; /* in elements */
+    void *data;                    /* address of element [0,0,0,0] */
+    bool requires_grad;
+    bool persistent;           /* lives in the parameter arena (parameters, their grads) */
+    struct vnm_tensor *grad;   /* contiguous, same shape; allocated on first accumulation */
+    vnm_node *node;            /* producer on the tape; NULL for leaves */
+    struct vnm_tensor *base;   /* for views: the tensor whose storage this one shares */
+    const char *name;
+} vnm_tensor;
+
+/* ---- dtypes ---- */
+size_t vnm_dtype_size(vnm_dtype dt);
+const char *vnm_dtype_name(vnm_dtype dt);
+float vnm_bf16_to_f32(uint16_t h);
+uint16_t vnm_f32_to_bf16(float f); /* round to nearest even; NaN stays NaN */
+float vnm_f16_to_f32(uint16_t h);
+uint16_t vnm_f32_to_f16(float f); /* round to nearest even */
+
+/* ---- context ---- */
+typedef struct {
+    vnm_device device;
+    uint64_t seed;
+    int threads; /* 0: keep the OpenMP default */
+} vnm_ctx_config;
+
+vnm_ctx *vnm_ctx_create(const vnm_ctx_config *cfg); /* NULL if the device is unavailable */
+void vnm_ctx_destroy(vnm_ctx *ctx);
+vnm_status vnm_ctx_status(const vnm_ctx *ctx);
+const char *vnm_ctx_error(const vnm_ctx *ctx);
+void vnm_ctx_clear_error(vnm_ctx *ctx);
+/* Sets the first error only (later ones would describe consequences). Returns status. */
+vnm_status vnm_ctx_fail(vnm_ctx *ctx, vnm_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void vnm_ctx_reset_step(vnm_ctx *ctx); /* drops the tape and every step-arena tensor */
+bool vnm_ctx_set_grad_enabled(vnm_ctx *ctx, bool enabled); /* returns the previous value */
+bool vnm_ctx_grad_enabled(const vnm_ctx *ctx);
+void vnm_ctx_set_training(vnm_ctx *ctx, bool training); /* dropout, drop-path active */
+bool vnm_ctx_training(const vnm_ctx *ctx);
+vnm_device vnm_ctx_device(const vnm_ctx *ctx);
+size_t vnm_ctx_step_bytes(const vnm_ctx *ctx);       /* high-water mark of the step arena */
+size_t vnm_ctx_persistent_bytes(const vnm_ctx *ctx);
+
+/* ---- RNG: Philox4x32-10, counter based. A draw depends on (seed, offset, element index) only, so
+ * streams do not depend on the thread count. Each random op reserves a range of offsets. ---- */
+typedef struct {
+    uint64_t seed;
+    uint64_t offset;
+} vnm_rng_state;
+
+vnm_rng_state vnm_ctx_rng_get(const vnm_ctx *ctx);
+void vnm_ctx_rng_set(vnm_ctx *ctx, vnm_rng_state state);
+uint64_t vnm_ctx_rng_reserve(vnm_ctx *ctx, uint64_t n_offsets); /* returns the first offset */
+void vnm_philox4x32(uint64_t key, uint64_t ctr_lo, uint64_t ctr_hi, uint32_t out[4]);
+float vnm_philox_uniform(uint32_t bits); /* [0, 1) with 24 random bits */
+/* Fill an f32 tensor (any device) from the context stream. */
+vnm_status vnm_rng_uniform(vnm_ctx *ctx, vnm_tensor *t, float lo, float hi);
+vnm_status vnm_rng_normal(vnm_ctx *ctx, vnm_tensor *t, float mean, float std);
+
+/* ---- tensors ---- */
+int64_t vnm_numel(const vnm_tensor *t);
+bool vnm_is_contiguous(const vnm_tensor *t);
+bool vnm_same_shape(const vnm_tensor *a, const vnm_tensor *b);
+/* "[2, 3, 4] f32" into buf; returns buf. */
+const char *vnm_shape_str(const vnm_tensor *t, char *buf, size_t len);
+
+/* Step-arena tensor, zero-filled. */
+vnm_tensor *vnm_tensor_new(vnm_ctx *ctx, vnm_dtype dt, int ndim, const int64_t *shape);
+/* Step-arena tensor copied from host memory (contiguous, row-major). */
+vnm_tensor *vnm_tensor_from(vnm_ctx *ctx, vnm_dtype dt, int ndim, const int64_t *shape,
+                            const void *host);
+/* Persistent, requires_grad f32 parameter, zero-filled; name is copied. */
+vnm_tensor *vnm_param_new(vnm_ctx *ctx, vnm_dtype dt, int ndim, const int64_t *shape,
+                          const char *name);
+/* Persistent tensor that does not require grad (buffers, frozen weights). */
+vnm_tensor *vnm_buffer_new(vnm_ctx *ctx, vnm_dtype dt, int ndim, const int64_t *shape,
+                           const char *name);
+vnm_status vnm_tensor_to_host(vnm_ctx *ctx, const vnm_tensor *t, void *host); /* any layout */
+vnm_status vnm_tensor_from_host(vnm_ctx *ctx, vnm_tensor *t, const void *host); /* contiguous t */
+vnm_status vnm_tensor_fill(vnm_ctx *ctx, vnm_tensor *t, float value);
+float vnm_item(vnm_ctx *ctx, const vnm_tensor *t); /* first element as float; NaN on error */
+/* Converts between float dtypes (f32, bf16, f16); no gradient. */
+vnm_tensor *vnm_to_dtype(vnm_ctx *ctx, vnm_tensor *x, vnm_dtype dt);
+
+#define VNM_SHAPE(...) ((const int64_t[]){__VA_ARGS__})
+
+/* ---- tape ---- */
+typedef void (*vnm_backward_fn)(vnm_ctx *ctx, vnm_node *node);
+
+struct vnm_node {
+    const char *op;
+    vnm_backward_fn backward;
+    vnm_tensor *out;
+    int n_in;
+    vnm_tensor *in[VNM_NODE_MAX_IN];
+    vnm_tensor *saved[VNM_NODE_MAX_SAVED];
+    int64_t iarg[8];
+    float farg[4];
+    void *extra; /* op-specific, step arena */
+};
+
+/* Records a node producing `out` from `in` when grad is enabled and some input requires grad;
+ * marks out->requires_grad. Returns NULL when nothing needs recording. */
+vnm_node *vnm_tape_record(vnm_ctx *ctx, const char *op, vnm_backward_fn fn, vnm_tensor *out,
+                          int n_in, vnm_tensor *const *in);
+/* Reverse-mode backward from a scalar: seeds d(loss) = 1. */
+vnm_status vnm_backward(vnm_ctx *ctx, vnm_tensor *loss);
+/* Reverse-mode backward from any tensor with an explicit seed gradient of the same shape. */
+vnm_status vnm_backward_seed(vnm_ctx *ctx, vnm_tensor *out, vnm_tensor *seed);
+/* The gradient buffer of t (contiguous, zero on creation), NULL if t does not require grad. */
+vnm_tensor *vnm_grad_buffer(vnm_ctx *ctx, vnm_tensor *t);
+void vnm_zero_grad(vnm_ctx *ctx, vnm_tensor *const *params, int n);
+
+/* ---- ops (each has forward and backward) ---- */
+/* linear: y[..., O] = x[..., I] · w[O, I]ᵀ + b[O] (b may be NULL) */
+vnm_tensor *vnm_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, vnm_tensor *b);
+/* batched matmul: a[..., M, K] · b[..., K, N]; batch dims equal, or b is 2-D and shared */
+vnm_tensor *vnm_matmul(vnm_ctx *ctx, vnm_tensor *a, vnm_tensor *b);
+/* elementwise with numpy broadcasting */
+vnm_tensor *vnm_add(vnm_ctx *ctx, vnm_tensor *a, vnm_tensor *b);
+vnm_tensor *vnm_sub(vnm_ctx *ctx, vnm_tensor *a, vnm_tensor *b);
+vnm_tensor *vnm_mul(vnm_ctx *ctx, vnm_tensor *a, vnm_tensor *b);
+vnm_tensor *vnm_div(vnm_ctx *ctx, vnm_tensor *a, vnm_tensor *b);
+vnm_tensor *vnm_scale(vnm_ctx *ctx, vnm_tensor *a, float s);
+/* shape: views where free (reshape of contiguous, transpose, permute, slice) */
+vnm_tensor *vnm_reshape(vnm_ctx *ctx, vnm_tensor *x, int ndim, const int64_t *shape); /* one -1 */
+vnm_tensor *vnm_transpose(vnm_ctx *ctx, vnm_tensor *x, int d0, int d1);
+vnm_tensor *vnm_permute(vnm_ctx *ctx, vnm_tensor *x, const int *perm);
+vnm_tensor *vnm_contiguous(vnm_ctx *ctx, vnm_tensor *x);
+vnm_tensor *vnm_slice(vnm_ctx *ctx, vnm_tensor *x, int dim, int64_t start, int64_t end);
+vnm_tensor *vnm_concat(vnm_ctx *ctx, int n, vnm_tensor *const *xs, int dim);
+/* split x along dim into n parts of the given sizes (views); returns status */
+vnm_status vnm_split(vnm_ctx *ctx, vnm_tensor *x, int dim, int n, const int64_t *sizes,
+                     vnm_tensor **out);
+/* reductions: dim may be negative; VNM_ALL_DIMS reduces to a scalar of shape [1] */
+vnm_tensor *vnm_sum(vnm_ctx *ctx, vnm_tensor *x, int dim, bool keepdim);
+vnm_tensor *vnm_mean(vnm_ctx *ctx, vnm_tensor *x, int dim, bool keepdim);
+/* activations */
+vnm_tensor *vnm_gelu(vnm_ctx *ctx, vnm_tensor *x);      /* exact, erf */
+vnm_tensor *vnm_gelu_tanh(vnm_ctx *ctx, vnm_tensor *x); /* tanh approximation */
+vnm_tensor *vnm_silu(vnm_ctx *ctx, vnm_tensor *x);
+vnm_tensor *vnm_swiglu(vnm_ctx *ctx, vnm_tensor *gate, vnm_tensor *up); /* silu(gate) * up */
+/* normalisation over the last dim; w, b may be NULL */
+vnm_tensor *vnm_layernorm(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, vnm_tensor *b, float eps);
+vnm_tensor *vnm_rmsnorm(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, float eps);
+/* over the last dim */
+vnm_tensor *vnm_softmax(vnm_ctx *ctx, vnm_tensor *x);
+vnm_tensor *vnm_log_softmax(vnm_ctx *ctx, vnm_tensor *x);
+/* scaled dot-product attention: q[B, Hq, T, D], k/v[B, Hkv, S, D], Hq a multiple of Hkv (grouped
+ * KV heads); scale <= 0 means 1/sqrt(D); causal aligns the last query with the last key. */
+vnm_tensor *vnm_attention(vnm_ctx *ctx, vnm_tensor *q, vnm_tensor *k, vnm_tensor *v, bool causal,
+                          float scale);
+/* embedding: ids (i32/i64)[...] into table[V, D] → [..., D] */
+vnm_tensor *vnm_embedding(vnm_ctx *ctx, vnm_tensor *ids, vnm_tensor *table);
+/* rotary embedding, rotate-half (Hugging Face) pairing, on x[B, H, T, D] at positions
+ * pos_offset + t, frequencies theta^(-2i/D). */
+vnm_tensor *vnm_rope(vnm_ctx *ctx, vnm_tensor *x, int64_t pos_offset, float theta);
+/* regularisation: identity unless the context is training and p > 0 */
+vnm_tensor *vnm_dropout(vnm_ctx *ctx, vnm_tensor *x, float p);
+vnm_tensor *vnm_drop_path(vnm_ctx *ctx, vnm_tensor *x, float p); /* per sample along dim 0 */
+/* losses, mean-reduced to shape [1] */
+/* logits[N, C], labels (i32/i64)[N]; rows whose label == ignore_index do not count */
+vnm_tensor *vnm_cross_entropy(vnm_ctx *ctx, vnm_tensor *logits, vnm_tensor *labels,
+                              int64_t ignore_index, float label_smoothing);
+/* logits[N, C], soft targets[N, C] (mixup); loss = mean_n -Σ_c t·log_softmax */
+vnm_tensor *vnm_cross_entropy_soft(vnm_ctx *ctx, vnm_tensor *logits, vnm_tensor *targets);
+vnm_tensor *vnm_mse(vnm_ctx *ctx, vnm_tensor *a, vnm_tensor *b);
+
+#endif

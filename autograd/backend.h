@@ -1,0 +1,161 @@
+/* autograd/backend.h — the table of primitive kernels a device implements.
+ *
+ * Ops (autograd/op_*.c) do shapes, views and the tape; they reach data only through this table, so a
+ * new device is a new table (autograd/cpu/ now, autograd/cuda/ next). Every kernel takes device
+ * pointers to f32 data, contiguous row-major unless strides are passed, and sizes as int64_t.
+ * Kernels whose name ends in _bwd accumulate (+=) into the gradient buffers they are given, so
+ * gradients from several uses of a tensor add up; a NULL gradient pointer means "not needed".
+ * An entry left NULL makes the op fail with "op X is not implemented on backend Y".
+ * Kernels must be deterministic for a fixed thread count.
+ */
+#ifndef VNM_BACKEND_H
+#define VNM_BACKEND_H
+
+#include "autograd.h"
+
+typedef enum { VNM_BINARY_ADD, VNM_BINARY_SUB, VNM_BINARY_MUL, VNM_BINARY_DIV } vnm_binary_op;
+typedef enum { VNM_ACT_GELU, VNM_ACT_GELU_TANH, VNM_ACT_SILU } vnm_act;
+
+/* A strided view description shared by the copy/broadcast kernels: ndim ≤ 4, strides in elements
+ * (0 for a broadcast dimension). */
+typedef struct {
+    int ndim;
+    int64_t shape[VNM_MAX_DIMS];
+    int64_t strides[VNM_MAX_DIMS];
+} vnm_layout;
+
+typedef struct vnm_backend {
+    const char *name;
+
+    /* memory */
+    void *(*alloc)(size_t bytes); /* 64-byte aligned; NULL when out of memory */
+    void (*free)(void *p);
+    void (*memset0)(void *p, size_t bytes);
+    void (*to_host)(void *host, const void *dev, size_t bytes);
+    void (*from_host)(void *dev, const void *host, size_t bytes);
+    void (*copy)(void *dst, const void *src, size_t bytes);
+    void (*fill)(float *x, int64_t n, float value);
+    /* element conversion between float dtypes, n elements, contiguous */
+    void (*convert)(void *dst, vnm_dtype dst_dt, const void *src, vnm_dtype src_dt, int64_t n);
+
+    /* C[M,N] = alpha·op(A)·op(B) + beta·C, row-major, op = transpose when ta/tb */
+    void (*gemm)(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                 int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+    /* the same over `batch` matrices; stride 0 shares an operand across the batch */
+    void (*gemm_batched)(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                         const float *A, int64_t lda, int64_t stride_a, const float *B,
+                         int64_t ldb, int64_t stride_b, float beta, float *C, int64_t ldc,
+                         int64_t stride_c, int64_t batch);
+
+    /* dst (layout d) = src (layout s), or += when accumulate; both layouts have the same shape.
+     * With a 0 stride in d (reduction to a broadcast shape) accumulate must be true and the
+     * kernel sums in a fixed order. */
+    void (*copy_strided)(float *dst, const vnm_layout *d, const float *src, const vnm_layout *s,
+                         bool accumulate);
+    /* out[shape of o] = a op b, a and b read through broadcast layouts with o's shape */
+    void (*binary)(vnm_binary_op op, float *out, const vnm_layout *o, const float *a,
+                   const vnm_layout *la, const float *b, const vnm_layout *lb);
+    void (*scale)(float *y, const float *x, float s, int64_t n);
+    /* y += s·x */
+    void (*axpy)(float *y, const float *x, float s, int64_t n);
+    /* sum over the middle axis of x[outer, n, inner] into y[outer, inner], y = or += */
+    void (*sum_axis)(float *y, const float *x, int64_t outer, int64_t n, int64_t inner,
+                     bool accumulate);
+
+    /* activations */
+    void (*act_fwd)(vnm_act act, float *y, const float *x, int64_t n);
+    void (*act_bwd)(vnm_act act, float *dx, const float *x, const float *dy, int64_t n);
+    void (*swiglu_fwd)(float *y, const float *gate, const float *up, int64_t n);
+    void (*swiglu_bwd)(float *dgate, float *dup, const float *gate, const float *up,
+                       const float *dy, int64_t n);
+
+    /* normalisation over rows of x[rows, D]; w, b may be NULL; mean/rstd [rows] are saved */
+    void (*layernorm_fwd)(float *y, float *mean, float *rstd, const float *x, const float *w,
+                          const float *b, int64_t rows, int64_t D, float eps);
+    void (*layernorm_bwd)(float *dx, float *dw, float *db, const float *dy, const float *x,
+                          const float *mean, const float *rstd, const float *w, int64_t rows,
+                          int64_t D);
+    void (*rmsnorm_fwd)(float *y, float *rstd, const float *x, const float *w, int64_t rows,
+                        int64_t D, float eps);
+    void (*rmsnorm_bwd)(float *dx, float *dw, const float *dy, const float *x, const float *rstd,
+                        const float *w, int64_t rows, int64_t D);
+
+    /* softmax / log-softmax over rows of x[rows, D]; backward uses the saved output y */
+    void (*softmax_fwd)(float *y, const float *x, int64_t rows, int64_t D, bool log);
+    void (*softmax_bwd)(float *dx, const float *y, const float *dy, int64_t rows, int64_t D,
+                        bool log);
+
+    /* attention: q[B,Hq,T,D], k,v[B,Hkv,S,D] → o[B,Hq,T,D]; p[B,Hq,T,S] keeps the probabilities
+     * for backward */
+    void (*attention_fwd)(float *o, float *p, const float *q, const float *k, const float *v,
+                          int64_t B, int64_t Hq, int64_t Hkv, int64_t T, int64_t S, int64_t D,
+                          bool causal, float scale);
+    void (*attention_bwd)(float *dq, float *dk, float *dv, const float *dout, const float *p,
+                          const float *q, const float *k, const float *v, int64_t B, int64_t Hq,
+                          int64_t Hkv, int64_t T, int64_t S, int64_t D, float scale);
+
+    /* embedding: ids are i32 (ids64 false) or i64; out[n, D] = table[ids[i]] */
+    void (*embedding_fwd)(float *out, const void *ids, bool ids64, const float *table,
+                          int64_t n, int64_t D);
+    void (*embedding_bwd)(float *dtable, const void *ids, bool ids64, const float *dout,
+                          int64_t n, int64_t V, int64_t D);
+    /* rotate-half rope on x[B,H,T,D]; inverse rotates the other way (backward) */
+    void (*rope)(float *y, const float *x, int64_t BH, int64_t T, int64_t D, int64_t pos_offset,
+                 float theta, bool inverse);
+
+    /* dropout: y = x·mask/(1-p), mask[i] = philox(seed, offset, i) ≥ p; mask kept as u8 */
+    void (*dropout_fwd)(float *y, uint8_t *mask, const float *x, int64_t n, float p,
+                        uint64_t seed, uint64_t offset);
+    void (*dropout_bwd)(float *dx, const uint8_t *mask, const float *dy, int64_t n, float p);
+    /* drop-path: per-sample keep flags for N samples of `inner` elements each */
+    void (*drop_path_fwd)(float *y, uint8_t *keep, const float *x, int64_t N, int64_t inner,
+                          float p, uint64_t seed, uint64_t offset);
+    void (*drop_path_bwd)(float *dx, const uint8_t *keep, const float *dy, int64_t N,
+                          int64_t inner, float p);
+
+    /* cross-entropy over logits[N, C]; labels i32/i64 (labels64) or soft targets[N, C];
+     * writes the mean loss to loss[0] and the softmax to prob[N, C] for backward; count is the
+     * number of rows that count (not ignored). */
+    void (*cross_entropy_fwd)(float *loss, float *prob, int64_t *count, const float *logits,
+                              const void *labels, bool labels64, const float *targets, int64_t N,
+                              int64_t C, int64_t ignore_index, float smoothing);
+    void (*cross_entropy_bwd)(float *dlogits, const float *prob, const void *labels,
+                              bool labels64, const float *targets, int64_t N, int64_t C,
+                              int64_t ignore_index, float smoothing, float dloss_over_count);
+
+    /* random fills (Philox, by element index) */
+    void (*rng_uniform)(float *x, int64_t n, float lo, float hi, uint64_t seed, uint64_t offset);
+    void (*rng_normal)(float *x, int64_t n, float mean, float std, uint64_t seed,
+                       uint64_t offset);
+
+    /* optimisers and clipping over flat f32 arrays */
+    /* sum of squares of x[n] into *out (double for accuracy), deterministic */
+    void (*sum_squares)(double *out, const float *x, int64_t n);
+    void (*sgd_step)(float *p, const float *g, float *buf, int64_t n, float lr, float momentum,
+                     float dampening, float weight_decay, bool nesterov, bool first_step);
+    void (*adamw_step)(float *p, const float *g, float *m, float *v, int64_t n, float lr,
+                       float beta1, float beta2, float eps, float weight_decay, float bc1,
+                       float bc2);
+} vnm_backend;
+
+const vnm_backend *vnm_backend_cpu(void);
+/* NULL when this build has no CUDA or no device is present; reason says which. */
+const vnm_backend *vnm_backend_cuda(char *reason, size_t len);
+const vnm_backend *vnm_ctx_backend(const vnm_ctx *ctx);
+
+/* Each CPU kernel file fills its part of the table. */
+void vnm_cpu_register_memory(vnm_backend *be);
+void vnm_cpu_register_gemm(vnm_backend *be);
+void vnm_cpu_register_elementwise(vnm_backend *be);
+void vnm_cpu_register_activation(vnm_backend *be);
+void vnm_cpu_register_norm(vnm_backend *be);
+void vnm_cpu_register_softmax(vnm_backend *be);
+void vnm_cpu_register_attention(vnm_backend *be);
+void vnm_cpu_register_embedding(vnm_backend *be);
+void vnm_cpu_register_rope(vnm_backend *be);
+void vnm_cpu_register_random(vnm_backend *be);
+void vnm_cpu_register_dropout(vnm_backend *be);
+void vnm_cpu_register_loss(vnm_backend *be);
+void vnm_cpu_register_optim(vnm_backend *be);
+
+#endif

@@ -1,0 +1,131 @@
+/* autograd/cpu/elementwise.c — strided copies (views made contiguous, gradients of views and of
+ * broadcasts), broadcast binary ops, scale/axpy and axis sums. Every loop over a reduction runs in
+ * a fixed order, so results do not depend on the thread count. */
+#include <stdbool.h>
+
+#include "../backend.h"
+
+/* Pads a layout to 4 dims (leading 1s) so the kernels loop over exactly four indices. */
+static vnm_layout pad4(const vnm_layout *l)
+{
+    vnm_layout p;
+    int shift = VNM_MAX_DIMS - l->ndim;
+    p.ndim = VNM_MAX_DIMS;
+    for (int i = 0; i < VNM_MAX_DIMS; i++) {
+        p.shape[i] = i < shift ? 1 : l->shape[i - shift];
+        p.strides[i] = i < shift ? 0 : l->strides[i - shift];
+    }
+    return p;
+}
+
+static bool has_zero_stride(const vnm_layout *l)
+{
+    for (int i = 0; i < l->ndim; i++)
+        if (l->shape[i] > 1 && l->strides[i] == 0) return true;
+    return false;
+}
+
+static void cpu_copy_strided(float *dst, const vnm_layout *dl, const float *src,
+                             const vnm_layout *sl, bool accumulate)
+{
+    vnm_layout d = pad4(dl), s = pad4(sl);
+    int64_t n0 = d.shape[0], n1 = d.shape[1], n2 = d.shape[2], n3 = d.shape[3];
+    int64_t rows = n0 * n1 * n2;
+    /* A dst with 0 strides sums several sources into one element: run it serially in index
+     * order, which fixes the summation order. */
+    bool parallel = !has_zero_stride(&d) && rows * n3 > 16384;
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t i0 = r / (n1 * n2), i1 = (r / n2) % n1, i2 = r % n2;
+        float *dp = dst + i0 * d.strides[0] + i1 * d.strides[1] + i2 * d.strides[2];
+        const float *sp = src + i0 * s.strides[0] + i1 * s.strides[1] + i2 * s.strides[2];
+        int64_t ds = d.strides[3], ss = s.strides[3];
+        if (accumulate)
+            for (int64_t i3 = 0; i3 < n3; i3++) dp[i3 * ds] += sp[i3 * ss];
+        else
+            for (int64_t i3 = 0; i3 < n3; i3++) dp[i3 * ds] = sp[i3 * ss];
+    }
+}
+
+static inline float apply(vnm_binary_op op, float a, float b)
+{
+    switch (op) {
+    case VNM_BINARY_ADD: return a + b;
+    case VNM_BINARY_SUB: return a - b;
+    case VNM_BINARY_MUL: return a * b;
+    case VNM_BINARY_DIV: return a / b;
+    }
+    return 0.0f;
+}
+
+static void cpu_binary(vnm_binary_op op, float *out, const vnm_layout *ol, const float *a,
+                       const vnm_layout *al, const float *b, const vnm_layout *bl)
+{
+    vnm_layout o = pad4(ol), la = pad4(al), lb = pad4(bl);
+    int64_t n1 = o.shape[1], n2 = o.shape[2], n3 = o.shape[3];
+    int64_t rows = o.shape[0] * n1 * n2;
+#pragma omp parallel for schedule(static) if (rows * n3 > 16384)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t i0 = r / (n1 * n2), i1 = (r / n2) % n1, i2 = r % n2;
+        float *op_ = out + r * n3;
+        const float *ap = a + i0 * la.strides[0] + i1 * la.strides[1] + i2 * la.strides[2];
+        const float *bp = b + i0 * lb.strides[0] + i1 * lb.strides[1] + i2 * lb.strides[2];
+        int64_t as = la.strides[3], bs = lb.strides[3];
+        if (as == 1 && bs == 1) {
+            for (int64_t i3 = 0; i3 < n3; i3++) op_[i3] = apply(op, ap[i3], bp[i3]);
+        } else {
+            for (int64_t i3 = 0; i3 < n3; i3++) op_[i3] = apply(op, ap[i3 * as], bp[i3 * bs]);
+        }
+    }
+}
+
+static void cpu_scale(float *y, const float *x, float s, int64_t n)
+{
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) y[i] = s * x[i];
+}
+
+static void cpu_axpy(float *y, const float *x, float s, int64_t n)
+{
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) y[i] += s * x[i];
+}
+
+static void cpu_sum_axis(float *y, const float *x, int64_t outer, int64_t n, int64_t inner,
+                         bool accumulate)
+{
+    if (inner == 1) {
+#pragma omp parallel for schedule(static) if (outer * n > 65536)
+        for (int64_t o = 0; o < outer; o++) {
+            const float *xp = x + o * n;
+            double acc = 0.0;
+            for (int64_t k = 0; k < n; k++) acc += xp[k];
+            y[o] = accumulate ? y[o] + (float)acc : (float)acc;
+        }
+        return;
+    }
+    /* Sum the n rows of x[o] (inner floats each) in row order; parallel over blocks of columns,
+     * each block accumulated in registers while the rows stream past. */
+    enum { COLS = 64 };
+    int64_t blocks = (inner + COLS - 1) / COLS;
+#pragma omp parallel for schedule(static) if (outer * n * inner > 65536)
+    for (int64_t c = 0; c < outer * blocks; c++) {
+        int64_t o = c / blocks, i0 = (c % blocks) * COLS;
+        int64_t w = inner - i0 < COLS ? inner - i0 : COLS;
+        float acc[COLS] = {0};
+        const float *xp = x + o * n * inner + i0;
+        for (int64_t k = 0; k < n; k++)
+            for (int64_t j = 0; j < w; j++) acc[j] += xp[k * inner + j];
+        float *yp = y + o * inner + i0;
+        for (int64_t j = 0; j < w; j++) yp[j] = accumulate ? yp[j] + acc[j] : acc[j];
+    }
+}
+
+void vnm_cpu_register_elementwise(vnm_backend *be)
+{
+    be->copy_strided = cpu_copy_strided;
+    be->binary = cpu_binary;
+    be->scale = cpu_scale;
+    be->axpy = cpu_axpy;
+    be->sum_axis = cpu_sum_axis;
+}

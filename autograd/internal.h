@@ -1,0 +1,69 @@
+/* autograd/internal.h — what the autograd sources share and nothing outside autograd/ includes:
+ * the context struct, arenas, and the checks and helpers every op uses. */
+#ifndef VNM_AUTOGRAD_INTERNAL_H
+#define VNM_AUTOGRAD_INTERNAL_H
+
+#include "autograd.h"
+#include "backend.h"
+
+typedef struct vnm_arena_chunk vnm_arena_chunk;
+
+/* A bump allocator over chunks obtained from a backend (device data) or malloc (host metadata). */
+typedef struct {
+    const vnm_backend *be; /* NULL: host malloc */
+    vnm_arena_chunk *chunks;
+    size_t chunk_bytes; /* default chunk size */
+    size_t used;        /* bytes handed out since the last reset */
+    size_t high;        /* high-water mark of used */
+} vnm_arena;
+
+void vnm_arena_init(vnm_arena *a, const vnm_backend *be, size_t chunk_bytes);
+void *vnm_arena_alloc(vnm_arena *a, size_t bytes); /* 64-byte aligned, NULL if out of memory */
+void vnm_arena_reset(vnm_arena *a);                 /* keeps the memory for reuse */
+void vnm_arena_release(vnm_arena *a);
+
+struct vnm_ctx {
+    vnm_device device;
+    const vnm_backend *be;
+    vnm_arena persist_meta, persist_data; /* parameters and their grads */
+    vnm_arena step_meta, step_data;       /* everything of one step */
+    vnm_node **tape;
+    int64_t tape_len, tape_cap;
+    bool grad_enabled;
+    bool training;
+    vnm_rng_state rng;
+    vnm_status status;
+    char error[512];
+};
+
+#define VNM_F32(t) ((float *)(t)->data)
+
+/* A tensor header + zeroed storage in the step (persistent = false) or persistent arena. */
+vnm_tensor *vnm_tensor_alloc(vnm_ctx *ctx, vnm_dtype dt, int ndim, const int64_t *shape,
+                             bool persistent);
+/* A step tensor whose storage is not cleared: for op outputs the kernel writes in full. */
+vnm_tensor *vnm_tensor_empty(vnm_ctx *ctx, vnm_dtype dt, int ndim, const int64_t *shape);
+/* A new step tensor with x's dtype and shape (contiguous). */
+vnm_tensor *vnm_tensor_like(vnm_ctx *ctx, const vnm_tensor *x);
+/* A header sharing x's storage with new shape/strides (a view). */
+vnm_tensor *vnm_tensor_view(vnm_ctx *ctx, vnm_tensor *x, int ndim, const int64_t *shape,
+                            const int64_t *strides, int64_t elem_offset);
+void *vnm_step_meta_alloc(vnm_ctx *ctx, size_t bytes); /* host scratch for node extras */
+void vnm_contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
+vnm_layout vnm_layout_of(const vnm_tensor *t);
+
+/* Checks used at the top of ops; each sets a message naming the op and returns false. */
+bool vnm_check_f32(vnm_ctx *ctx, const char *op, const vnm_tensor *t, const char *what);
+bool vnm_check_ndim(vnm_ctx *ctx, const char *op, const vnm_tensor *t, const char *what, int lo,
+                    int hi);
+bool vnm_check_kernel(vnm_ctx *ctx, const char *op, bool present); /* be->kernel != NULL */
+int vnm_norm_dim(vnm_ctx *ctx, const char *op, const vnm_tensor *t, int dim); /* -1 on error */
+
+/* t's gradient buffer for a kernel that writes C = beta·C + product: a new buffer is returned
+ * uncleared with *beta = 0 (the kernel must write all of it), an existing one with *beta = 1.
+ * NULL when t does not require grad. */
+vnm_tensor *vnm_grad_slot(vnm_ctx *ctx, vnm_tensor *t, float *beta);
+/* Adds g (contiguous, t's shape) into t's gradient buffer when t requires grad. */
+void vnm_grad_accumulate(vnm_ctx *ctx, vnm_tensor *t, const vnm_tensor *g);
+
+#endif

@@ -1,0 +1,2 @@
+/* autograd/op_norm.c — ops: norm (to be filled in). */
+#include "internal.h"

@@ -1,0 +1,2 @@
+/* autograd/op_rope.c — ops: rope (to be filled in). */
+#include "internal.h"

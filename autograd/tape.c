@@ -1,0 +1,126 @@
+/* autograd/tape.c — the Wengert list. Ops append nodes in execution order, so walking the list
+ * backwards visits every node after all of its consumers; each node's backward adds into the
+ * gradient buffers of its inputs. A step allows one backward; vnm_ctx_reset_step clears the tape. */
+#include <stdlib.h>
+
+#include "internal.h"
+
+vnm_node *vnm_tape_record(vnm_ctx *ctx, const char *op, vnm_backward_fn fn, vnm_tensor *out,
+                          int n_in, vnm_tensor *const *in)
+{
+    if (!ctx->grad_enabled) return NULL;
+    bool needed = false;
+    for (int i = 0; i < n_in; i++)
+        if (in[i] && in[i]->requires_grad) needed = true;
+    if (!needed) return NULL;
+    if (ctx->tape_len == ctx->tape_cap) {
+        int64_t cap = ctx->tape_cap ? ctx->tape_cap * 2 : 256;
+        vnm_node **t = realloc(ctx->tape, (size_t)cap * sizeof *t);
+        if (!t) {
+            vnm_ctx_fail(ctx, VNM_ERR_RUNTIME, "out of memory growing the tape");
+            return NULL;
+        }
+        ctx->tape = t;
+        ctx->tape_cap = cap;
+    }
+    vnm_node *node = vnm_step_meta_alloc(ctx, sizeof *node);
+    if (!node) return NULL;
+    node->op = op;
+    node->backward = fn;
+    node->out = out;
+    node->n_in = n_in;
+    for (int i = 0; i < n_in; i++) node->in[i] = in[i];
+    out->requires_grad = true;
+    out->node = node;
+    ctx->tape[ctx->tape_len++] = node;
+    return node;
+}
+
+vnm_tensor *vnm_grad_buffer(vnm_ctx *ctx, vnm_tensor *t)
+{
+    if (!t || !t->requires_grad) return NULL;
+    if (!t->grad) t->grad = vnm_tensor_alloc(ctx, VNM_DTYPE_F32, t->ndim, t->shape, t->persistent);
+    return t->grad;
+}
+
+vnm_tensor *vnm_grad_slot(vnm_ctx *ctx, vnm_tensor *t, float *beta)
+{
+    *beta = 1.0f;
+    if (!t || !t->requires_grad) return NULL;
+    if (!t->grad && !t->persistent) {
+        t->grad = vnm_tensor_empty(ctx, VNM_DTYPE_F32, t->ndim, t->shape);
+        *beta = 0.0f;
+        return t->grad;
+    }
+    return vnm_grad_buffer(ctx, t);
+}
+
+void vnm_grad_accumulate(vnm_ctx *ctx, vnm_tensor *t, const vnm_tensor *g)
+{
+    vnm_tensor *buf = vnm_grad_buffer(ctx, t);
+    if (buf) ctx->be->axpy(VNM_F32(buf), VNM_F32(g), 1.0f, vnm_numel(buf));
+}
+
+void vnm_zero_grad(vnm_ctx *ctx, vnm_tensor *const *params, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (params[i] && params[i]->grad)
+            ctx->be->memset0(params[i]->grad->data, (size_t)vnm_numel(params[i]->grad) * 4);
+}
+
+static vnm_status run_backward(vnm_ctx *ctx, vnm_tensor *out)
+{
+    int64_t last = ctx->tape_len - 1;
+    while (last >= 0 && ctx->tape[last] != out->node) last--;
+    for (int64_t i = last; i >= 0 && ctx->status == VNM_OK; i--) {
+        vnm_node *node = ctx->tape[i];
+        if (node->out->grad) node->backward(ctx, node);
+    }
+    return ctx->status;
+}
+
+static bool backward_ok(vnm_ctx *ctx, const vnm_tensor *out)
+{
+    if (!out) return false;
+    if (!out->requires_grad) {
+        vnm_ctx_fail(ctx, VNM_ERR_INPUT,
+                     "backward: the tensor does not require grad (no parameter reaches it, or "
+                     "it was computed with grad disabled)");
+        return false;
+    }
+    if (out->dtype != VNM_DTYPE_F32) {
+        vnm_ctx_fail(ctx, VNM_ERR_INPUT, "backward: start tensor must be f32, got %s",
+                     vnm_dtype_name(out->dtype));
+        return false;
+    }
+    return true;
+}
+
+vnm_status vnm_backward(vnm_ctx *ctx, vnm_tensor *loss)
+{
+    if (!backward_ok(ctx, loss)) return ctx->status ? ctx->status : VNM_ERR_INPUT;
+    if (vnm_numel(loss) != 1) {
+        char s[96];
+        return vnm_ctx_fail(ctx, VNM_ERR_INPUT,
+                            "backward: loss must have one element, got %s (use "
+                            "vnm_backward_seed for other shapes)",
+                            vnm_shape_str(loss, s, sizeof s));
+    }
+    vnm_tensor *g = vnm_grad_buffer(ctx, loss);
+    if (!g) return ctx->status;
+    ctx->be->fill(VNM_F32(g), 1, 1.0f);
+    return run_backward(ctx, loss);
+}
+
+vnm_status vnm_backward_seed(vnm_ctx *ctx, vnm_tensor *out, vnm_tensor *seed)
+{
+    if (!backward_ok(ctx, out) || !seed) return ctx->status ? ctx->status : VNM_ERR_INPUT;
+    if (!vnm_same_shape(out, seed) || seed->dtype != VNM_DTYPE_F32 || !vnm_is_contiguous(seed)) {
+        char a[96], b[96];
+        return vnm_ctx_fail(ctx, VNM_ERR_INPUT,
+                            "backward: seed %s must be contiguous f32 of the output's shape %s",
+                            vnm_shape_str(seed, b, sizeof b), vnm_shape_str(out, a, sizeof a));
+    }
+    vnm_grad_accumulate(ctx, out, seed);
+    return run_backward(ctx, out);
+}

@@ -1,0 +1,2 @@
+/* optim/optim.c — optimisers (to be filled in). */
+#include "optim.h"

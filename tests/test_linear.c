@@ -1,0 +1,257 @@
+/* tests/test_linear.c — linear and batched matmul: forward against a naive double reference,
+ * finite-difference gradients, shape errors. */
+#include <stdlib.h>
+
+#include "test_util.h"
+
+static void ref_linear(const float *x, const float *w, const float *b, double *y, int64_t T,
+                       int64_t I, int64_t O)
+{
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t o = 0; o < O; o++) {
+            double acc = b ? b[o] : 0.0;
+            for (int64_t i = 0; i < I; i++) acc += (double)x[t * I + i] * w[o * I + i];
+            y[t * O + o] = acc;
+        }
+}
+
+static void check_linear_forward(vnm_ctx *ctx, int ndim, const int64_t *xs, int64_t O, bool bias)
+{
+    int64_t I = xs[ndim - 1];
+    vnm_tensor *x = tu_param(ctx, ndim, xs, -1, 1);
+    vnm_tensor *w = tu_param(ctx, 2, VNM_SHAPE(O, I), -1, 1);
+    vnm_tensor *b = bias ? tu_param(ctx, 1, VNM_SHAPE(O), -1, 1) : NULL;
+    vnm_tensor *y = vnm_linear(ctx, x, w, b);
+    assert_non_null(y);
+    assert_int_equal(y->ndim, ndim);
+    assert_int_equal(y->shape[ndim - 1], O);
+    int64_t T = vnm_numel(x) / I;
+    float *hx = tu_host(ctx, x), *hw = tu_host(ctx, w), *hb = bias ? tu_host(ctx, b) : NULL;
+    float *hy = tu_host(ctx, y);
+    double *ref = malloc((size_t)(T * O) * sizeof *ref);
+    ref_linear(hx, hw, hb, ref, T, I, O);
+    tu_assert_close(hy, ref, T * O, 1e-5, 1e-5, "linear forward");
+    free(hx);
+    free(hw);
+    free(hb);
+    free(hy);
+    free(ref);
+}
+
+static void test_linear_forward_2d(void **state)
+{
+    check_linear_forward(*state, 2, VNM_SHAPE(7, 13), 5, true);
+}
+
+static void test_linear_forward_3d_no_bias(void **state)
+{
+    check_linear_forward(*state, 3, VNM_SHAPE(2, 3, 11), 9, false);
+}
+
+static void test_linear_forward_4d(void **state)
+{
+    check_linear_forward(*state, 4, VNM_SHAPE(2, 2, 3, 8), 4, true);
+}
+
+static vnm_tensor *f_linear(vnm_ctx *ctx, vnm_tensor **in, void *user)
+{
+    (void)user;
+    return vnm_linear(ctx, in[0], in[1], in[2]);
+}
+
+static void test_linear_gradcheck(void **state)
+{
+    vnm_ctx *ctx = *state;
+    vnm_tensor *in[3] = {tu_param(ctx, 3, VNM_SHAPE(2, 3, 6), -1, 1),
+                         tu_param(ctx, 2, VNM_SHAPE(4, 6), -1, 1),
+                         tu_param(ctx, 1, VNM_SHAPE(4), -1, 1)};
+    tu_gradcheck(ctx, f_linear, 3, in, NULL);
+}
+
+static void test_linear_gradcheck_no_bias(void **state)
+{
+    vnm_ctx *ctx = *state;
+    vnm_tensor *in[3] = {tu_param(ctx, 2, VNM_SHAPE(5, 3), -1, 1),
+                         tu_param(ctx, 2, VNM_SHAPE(7, 3), -1, 1), NULL};
+    tu_gradcheck(ctx, f_linear, 3, in, NULL);
+}
+
+static vnm_tensor *f_linear_transposed_input(vnm_ctx *ctx, vnm_tensor **in, void *user)
+{
+    (void)user;
+    return vnm_linear(ctx, vnm_transpose(ctx, in[0], 0, 1), in[1], NULL);
+}
+
+static void test_linear_gradcheck_strided_input(void **state)
+{
+    vnm_ctx *ctx = *state;
+    vnm_tensor *in[2] = {tu_param(ctx, 2, VNM_SHAPE(4, 5), -1, 1),
+                         tu_param(ctx, 2, VNM_SHAPE(3, 4), -1, 1)};
+    tu_gradcheck(ctx, f_linear_transposed_input, 2, in, NULL);
+}
+
+static void test_linear_weight_used_twice_accumulates(void **state)
+{
+    vnm_ctx *ctx = *state;
+    vnm_tensor *x = tu_param(ctx, 2, VNM_SHAPE(3, 4), -1, 1);
+    vnm_tensor *w = tu_param(ctx, 2, VNM_SHAPE(4, 4), -1, 1);
+    vnm_tensor *y = vnm_linear(ctx, vnm_linear(ctx, x, w, NULL), w, NULL);
+    assert_int_equal(vnm_backward(ctx, vnm_sum(ctx, y, VNM_ALL_DIMS, false)), VNM_OK);
+    /* reference: d/dW Σ (x Wᵀ) Wᵀ = 1ᵀ·(xWᵀ) + (1·W)ᵀ·x, in double */
+    float *hx = tu_host(ctx, x), *hw = tu_host(ctx, w);
+    double h[3][4], want[16] = {0};
+    for (int t = 0; t < 3; t++)
+        for (int o = 0; o < 4; o++) {
+            h[t][o] = 0;
+            for (int i = 0; i < 4; i++) h[t][o] += (double)hx[t * 4 + i] * hw[o * 4 + i];
+        }
+    for (int o = 0; o < 4; o++)
+        for (int i = 0; i < 4; i++) {
+            double colsum = 0; /* Σ_o' W[o', o] for the first use's output grad */
+            for (int k = 0; k < 4; k++) colsum += hw[k * 4 + o];
+            for (int t = 0; t < 3; t++) want[o * 4 + i] += h[t][i] + colsum * hx[t * 4 + i];
+        }
+    float *g = tu_host(ctx, w->grad);
+    tu_assert_close(g, want, 16, 1e-4, 1e-4, "shared weight grad");
+    free(hx);
+    free(hw);
+    free(g);
+}
+
+static void test_linear_shape_errors(void **state)
+{
+    vnm_ctx *ctx = *state;
+    vnm_tensor *x = tu_param(ctx, 2, VNM_SHAPE(3, 4), -1, 1);
+    vnm_tensor *w = tu_param(ctx, 2, VNM_SHAPE(5, 6), -1, 1);
+    assert_null(vnm_linear(ctx, x, w, NULL));
+    tu_assert_error(ctx, "expects 6");
+    vnm_tensor *w2 = tu_param(ctx, 2, VNM_SHAPE(5, 4), -1, 1);
+    vnm_tensor *b = tu_param(ctx, 1, VNM_SHAPE(4), -1, 1);
+    assert_null(vnm_linear(ctx, x, w2, b));
+    tu_assert_error(ctx, "bias");
+    vnm_tensor *w3 = tu_param(ctx, 1, VNM_SHAPE(4), -1, 1);
+    assert_null(vnm_linear(ctx, x, w3, NULL));
+    tu_assert_error(ctx, "weight must have 2 dims");
+    assert_null(vnm_linear(ctx, NULL, w2, NULL)); /* NULL propagates without a new message */
+    assert_int_equal(vnm_ctx_status(ctx), VNM_OK);
+}
+
+static void ref_matmul(const float *a, const float *b, double *y, int64_t batch, int64_t M,
+                       int64_t K, int64_t N, bool shared)
+{
+    for (int64_t p = 0; p < batch; p++)
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t n = 0; n < N; n++) {
+                double acc = 0;
+                const float *bp = b + (shared ? 0 : p * K * N);
+                for (int64_t k = 0; k < K; k++) acc += (double)a[p * M * K + m * K + k] * bp[k * N + n];
+                y[p * M * N + m * N + n] = acc;
+            }
+}
+
+static void check_matmul(vnm_ctx *ctx, int ndim, const int64_t *as, const int64_t *bs, int bdim)
+{
+    vnm_tensor *a = tu_param(ctx, ndim, as, -1, 1), *b = tu_param(ctx, bdim, bs, -1, 1);
+    vnm_tensor *y = vnm_matmul(ctx, a, b);
+    assert_non_null(y);
+    int64_t M = as[ndim - 2], K = as[ndim - 1], N = bs[bdim - 1];
+    int64_t batch = vnm_numel(a) / (M * K);
+    float *ha = tu_host(ctx, a), *hb = tu_host(ctx, b), *hy = tu_host(ctx, y);
+    double *ref = malloc((size_t)(batch * M * N) * sizeof *ref);
+    ref_matmul(ha, hb, ref, batch, M, K, N, bdim == 2);
+    tu_assert_close(hy, ref, batch * M * N, 1e-5, 1e-5, "matmul forward");
+    free(ha);
+    free(hb);
+    free(hy);
+    free(ref);
+}
+
+static void test_matmul_forward_2d(void **state)
+{
+    check_matmul(*state, 2, VNM_SHAPE(5, 7), VNM_SHAPE(7, 3), 2);
+}
+
+static void test_matmul_forward_batched(void **state)
+{
+    check_matmul(*state, 4, VNM_SHAPE(2, 3, 4, 5), VNM_SHAPE(2, 3, 5, 6), 4);
+}
+
+static void test_matmul_forward_shared_b(void **state)
+{
+    check_matmul(*state, 3, VNM_SHAPE(3, 4, 5), VNM_SHAPE(5, 2), 2);
+}
+
+static vnm_tensor *f_matmul(vnm_ctx *ctx, vnm_tensor **in, void *user)
+{
+    (void)user;
+    return vnm_matmul(ctx, in[0], in[1]);
+}
+
+static void test_matmul_gradcheck_batched(void **state)
+{
+    vnm_ctx *ctx = *state;
+    vnm_tensor *in[2] = {tu_param(ctx, 3, VNM_SHAPE(2, 3, 4), -1, 1),
+                         tu_param(ctx, 3, VNM_SHAPE(2, 4, 5), -1, 1)};
+    tu_gradcheck(ctx, f_matmul, 2, in, NULL);
+}
+
+static void test_matmul_gradcheck_shared_b(void **state)
+{
+    vnm_ctx *ctx = *state;
+    vnm_tensor *in[2] = {tu_param(ctx, 4, VNM_SHAPE(2, 2, 3, 4), -1, 1),
+                         tu_param(ctx, 2, VNM_SHAPE(4, 3), -1, 1)};
+    tu_gradcheck(ctx, f_matmul, 2, in, NULL);
+}
+
+static vnm_tensor *f_matmul_bt(vnm_ctx *ctx, vnm_tensor **in, void *user)
+{
+    (void)user; /* q·kᵀ as in attention: b is a transposed view */
+    return vnm_matmul(ctx, in[0], vnm_transpose(ctx, in[1], -1, -2));
+}
+
+static void test_matmul_gradcheck_transposed_view(void **state)
+{
+    vnm_ctx *ctx = *state;
+    vnm_tensor *in[2] = {tu_param(ctx, 3, VNM_SHAPE(2, 3, 4), -1, 1),
+                         tu_param(ctx, 3, VNM_SHAPE(2, 5, 4), -1, 1)};
+    tu_gradcheck(ctx, f_matmul_bt, 2, in, NULL);
+}
+
+static void test_matmul_shape_errors(void **state)
+{
+    vnm_ctx *ctx = *state;
+    vnm_tensor *a = tu_param(ctx, 3, VNM_SHAPE(2, 3, 4), -1, 1);
+    vnm_tensor *b = tu_param(ctx, 3, VNM_SHAPE(2, 5, 6), -1, 1);
+    assert_null(vnm_matmul(ctx, a, b));
+    tu_assert_error(ctx, "cannot multiply");
+    vnm_tensor *c = tu_param(ctx, 3, VNM_SHAPE(3, 4, 6), -1, 1);
+    assert_null(vnm_matmul(ctx, a, c));
+    tu_assert_error(ctx, "equal batch dims");
+    vnm_tensor *d = tu_param(ctx, 1, VNM_SHAPE(4), -1, 1);
+    assert_null(vnm_matmul(ctx, a, d));
+    tu_assert_error(ctx, "b must have 2 to 4 dims");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_linear_forward_2d, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_linear_forward_3d_no_bias, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_linear_forward_4d, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_linear_gradcheck, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_linear_gradcheck_no_bias, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_linear_gradcheck_strided_input, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_linear_weight_used_twice_accumulates, tu_setup,
+                                        tu_teardown),
+        cmocka_unit_test_setup_teardown(test_linear_shape_errors, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_matmul_forward_2d, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_matmul_forward_batched, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_matmul_forward_shared_b, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_matmul_gradcheck_batched, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_matmul_gradcheck_shared_b, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_matmul_gradcheck_transposed_view, tu_setup,
+                                        tu_teardown),
+        cmocka_unit_test_setup_teardown(test_matmul_shape_errors, tu_setup, tu_teardown),
+    };
+    return cmocka_run_group_tests_name("linear", tests, NULL, NULL);
+}

@@ -1,0 +1,43 @@
+/* tests/test_util.h — helpers shared by the cmocka tests: contexts, random tensors, tolerant
+ * comparisons, and the finite-difference gradient check. */
+#ifndef VNM_TEST_UTIL_H
+#define VNM_TEST_UTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "autograd/autograd.h"
+
+/* A CPU context with a fixed seed. */
+vnm_ctx *tu_ctx(void);
+/* cmocka setup/teardown that put a fresh context in *state. */
+int tu_setup(void **state);
+int tu_teardown(void **state);
+
+/* Persistent f32 tensor requiring grad, uniform in [lo, hi) from the context RNG. */
+vnm_tensor *tu_param(vnm_ctx *ctx, int ndim, const int64_t *shape, float lo, float hi);
+/* Host copy (malloc'd, caller frees) of an f32 tensor in row-major order. */
+float *tu_host(vnm_ctx *ctx, const vnm_tensor *t);
+/* Host copy of t's gradient as double[numel] (malloc'd); fails the test if there is none. */
+double *tu_grad(vnm_ctx *ctx, const vnm_tensor *t);
+
+/* Fails the test with the first index where |got - want| > atol + rtol·|want|. */
+void tu_assert_close(const float *got, const double *want, int64_t n, double atol, double rtol,
+                     const char *what);
+/* Fails unless the context holds an error whose message contains `needle`; clears it. */
+void tu_assert_error(vnm_ctx *ctx, const char *needle);
+
+/* Finite-difference gradient check. f builds the output from the inputs (called many times, each
+ * after a step reset and with the same RNG state). L = Σ out·R for fixed pseudo-random R; the
+ * analytic dL/dx from the tape is compared with central differences of L accumulated in double,
+ * for every input that requires grad (at most max_elems elements each, spread evenly). */
+typedef vnm_tensor *(*tu_fn)(vnm_ctx *ctx, vnm_tensor **in, void *user);
+void tu_gradcheck(vnm_ctx *ctx, tu_fn f, int n_in, vnm_tensor **in, void *user);
+void tu_gradcheck_tol(vnm_ctx *ctx, tu_fn f, int n_in, vnm_tensor **in, void *user, double h,
+                      double atol, double rtol);
+
+#endif

@@ -1,0 +1,19 @@
+/* train/bench.h — `vnm bench` suites and the JSON-line reporting they share. */
+#ifndef VNM_BENCH_H
+#define VNM_BENCH_H
+
+#include <stdio.h>
+
+typedef struct {
+    int threads; /* 0: OpenMP default */
+    int reps;
+} vnm_bench_opts;
+
+double vnm_bench_now(void); /* seconds, monotonic */
+/* One measurement: a JSON object on stdout, a table row on stderr. ratio = baseline / value for
+ * times (ratio > 1: faster than the baseline). */
+void vnm_bench_report(const char *bench, const char *case_name, double value, const char *unit,
+                      const char *baseline, double baseline_value);
+int vnm_bench_ops(const vnm_bench_opts *opts);
+
+#endif

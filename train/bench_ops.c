@@ -1,0 +1,102 @@
+/* train/bench_ops.c — `vnm bench ops`: the linear op, forward + backward (dX, dW, db) through the
+ * tape at transformer shapes, against the raw OpenBLAS sgemm time of the same three products
+ * measured in the same run. Times are the best of `reps` runs after one warm-up. */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "../autograd/autograd.h"
+#include "bench.h"
+
+typedef struct {
+    int64_t T, in, out; /* not I: cblas.h pulls in complex.h */
+} linear_case;
+
+static double time_raw_sgemm(const linear_case *c, int reps)
+{
+    int64_t T = c->T, I_ = c->in, O_ = c->out;
+    float *x = calloc((size_t)(T * I_), 4), *w = calloc((size_t)(O_ * I_), 4);
+    float *y = calloc((size_t)(T * O_), 4), *dx = calloc((size_t)(T * I_), 4);
+    float *dw = calloc((size_t)(O_ * I_), 4);
+    double best = 1e30;
+    for (int r = 0; r <= reps; r++) {
+        double t0 = vnm_bench_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)O_, (int)I_, 1.0f, x,
+                    (int)I_, w, (int)I_, 0.0f, y, (int)O_);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)I_, (int)O_, 1.0f, y,
+                    (int)O_, w, (int)I_, 0.0f, dx, (int)I_);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)O_, (int)I_, (int)T, 1.0f, y,
+                    (int)O_, x, (int)I_, 0.0f, dw, (int)I_);
+        double dt = vnm_bench_now() - t0;
+        if (r > 0 && dt < best) best = dt;
+    }
+    free(x);
+    free(w);
+    free(y);
+    free(dx);
+    free(dw);
+    return best;
+}
+
+static double time_linear_op(vnm_ctx *ctx, const linear_case *c, int reps)
+{
+    vnm_tensor *w = vnm_param_new(ctx, VNM_DTYPE_F32, 2, VNM_SHAPE(c->out, c->in), "w");
+    vnm_tensor *b = vnm_param_new(ctx, VNM_DTYPE_F32, 1, VNM_SHAPE(c->out), "b");
+    vnm_tensor *x = vnm_param_new(ctx, VNM_DTYPE_F32, 2, VNM_SHAPE(c->T, c->in), "x");
+    vnm_tensor *dy = vnm_buffer_new(ctx, VNM_DTYPE_F32, 2, VNM_SHAPE(c->T, c->out), "dy");
+    if (!w || !b || !x || !dy) return -1.0;
+    vnm_rng_normal(ctx, w, 0.0f, 0.02f);
+    vnm_rng_normal(ctx, x, 0.0f, 1.0f);
+    vnm_rng_normal(ctx, dy, 0.0f, 1.0f);
+    vnm_tensor *params[3] = {w, b, x};
+    double best = 1e30;
+    for (int r = 0; r <= reps; r++) {
+        vnm_zero_grad(ctx, params, 3);
+        double t0 = vnm_bench_now();
+        vnm_tensor *y = vnm_linear(ctx, x, w, b);
+        if (!y || vnm_backward_seed(ctx, y, dy) != VNM_OK) return -1.0;
+        double dt = vnm_bench_now() - t0;
+        vnm_ctx_reset_step(ctx);
+        if (r > 0 && dt < best) best = dt;
+    }
+    return best;
+}
+
+int vnm_bench_ops(const vnm_bench_opts *opts)
+{
+    vnm_ctx_config cfg = {VNM_DEVICE_CPU, 1, opts->threads};
+    vnm_ctx *ctx = vnm_ctx_create(&cfg);
+    if (!ctx) return 1;
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    fprintf(stderr, "vnm bench ops: %d threads, best of %d\n", threads, opts->reps);
+    static const linear_case cases[] = {{4096, 768, 3072}, {4096, 3072, 768}};
+    int rc = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const linear_case *c = &cases[i];
+        double raw = time_raw_sgemm(c, opts->reps);
+        double op = time_linear_op(ctx, c, opts->reps);
+        if (op < 0) {
+            fprintf(stderr, "vnm bench ops: %s\n", vnm_ctx_error(ctx));
+            rc = 1;
+            break;
+        }
+        double gflop = 3.0 * 2.0 * (double)c->T * (double)c->in * (double)c->out * 1e-9;
+        char name[128];
+        snprintf(name, sizeof name, "linear T=%lld %lld->%lld fwd+bwd", (long long)c->T,
+                 (long long)c->in, (long long)c->out);
+        vnm_bench_report("ops", name, op * 1e3, "ms", "openblas sgemm x3", raw * 1e3);
+        snprintf(name, sizeof name, "linear T=%lld %lld->%lld fwd+bwd rate", (long long)c->T,
+                 (long long)c->in, (long long)c->out);
+        fprintf(stderr, "       %-44s %10.1f GFLOP/s  raw sgemm %8.1f GFLOP/s\n", name,
+                gflop / op, gflop / raw);
+    }
+    vnm_ctx_destroy(ctx);
+    return rc;
+}

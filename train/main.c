@@ -1,0 +1,91 @@
+/* train/main.c — the `vnm` program: command dispatch, --help and --version.
+ * Exit codes: 0 ok, 1 runtime failure, 2 bad input. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../autograd/autograd.h"
+#include "bench.h"
+
+static const char usage[] =
+    "usage: vnm <command> [options]\n"
+    "\n"
+    "V:N:M sparse training for transformers.\n"
+    "\n"
+    "commands:\n"
+    "  bench ops [--threads N] [--reps N]   linear forward+backward vs raw OpenBLAS sgemm\n"
+    "\n"
+    "options:\n"
+    "  --help       this text (also: vnm <command> --help)\n"
+    "  --version    program version\n"
+    "\n"
+    "exit codes: 0 ok, 1 runtime failure, 2 bad input\n";
+
+static const char bench_usage[] =
+    "usage: vnm bench ops [--threads N] [--reps N]\n"
+    "\n"
+    "Prints one JSON object per measurement on stdout (bench, case, value, unit, baseline,\n"
+    "baseline_value, ratio; ratio > 1 means faster than the baseline measured in the same run)\n"
+    "and a table on stderr.\n"
+    "  --threads N   OpenMP/OpenBLAS threads (default: all cores)\n"
+    "  --reps N      timed repetitions after one warm-up; the best is reported (default 3)\n";
+
+static int parse_count(const char *flag, const char *value, int *out)
+{
+    char *end;
+    long v = value ? strtol(value, &end, 10) : 0;
+    if (!value || *end || v < 1 || v > 1024) {
+        fprintf(stderr, "vnm bench: %s needs an integer from 1 to 1024, got '%s'\n", flag,
+                value ? value : "");
+        return 2;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int cmd_bench(int argc, char **argv)
+{
+    if (argc < 1 || !strcmp(argv[0], "--help") || !strcmp(argv[0], "-h")) {
+        fputs(bench_usage, argc < 1 ? stderr : stdout);
+        return argc < 1 ? 2 : 0;
+    }
+    vnm_bench_opts opts = {0, 3};
+    for (int i = 1; i < argc; i++) {
+        int rc = 0;
+        if (!strcmp(argv[i], "--threads"))
+            rc = parse_count("--threads", i + 1 < argc ? argv[++i] : NULL, &opts.threads);
+        else if (!strcmp(argv[i], "--reps"))
+            rc = parse_count("--reps", i + 1 < argc ? argv[++i] : NULL, &opts.reps);
+        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(bench_usage, stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "vnm bench: unknown option '%s'\n%s", argv[i], bench_usage);
+            return 2;
+        }
+        if (rc) return rc;
+    }
+    if (!strcmp(argv[0], "ops")) return vnm_bench_ops(&opts);
+    fprintf(stderr, "vnm bench: unknown suite '%s' (available: ops)\n", argv[0]);
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version")) {
+        printf("vnm %s\n", VNM_VERSION);
+        return 0;
+    }
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
+    fprintf(stderr, "vnm: unknown command '%s'\n\n%s", cmd, usage);
+    return 2;
+}
