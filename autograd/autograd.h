@@ -133,6 +133,9 @@ float vnm_item(vnm_ctx *ctx, const vnm_tensor *t); /* first element as float; Na
 /* Converts between float dtypes (f32, bf16, f16); no gradient. */
 vnm_tensor *vnm_to_dtype(vnm_ctx *ctx, vnm_tensor *x, vnm_dtype dt);
 
+/* In-place x *= s (no tape), e.g. gradient clipping. */
+vnm_status vnm_scale_inplace(vnm_ctx *ctx, vnm_tensor *x, float s);
+
 #define VNM_SHAPE(...) ((const int64_t[]){__VA_ARGS__})
 
 /* ---- tape ---- */
@@ -216,5 +219,16 @@ vnm_tensor *vnm_cross_entropy(vnm_ctx *ctx, vnm_tensor *logits, vnm_tensor *labe
 /* logits[N, C], soft targets[N, C] (mixup); loss = mean_n -Σ_c t·log_softmax */
 vnm_tensor *vnm_cross_entropy_soft(vnm_ctx *ctx, vnm_tensor *logits, vnm_tensor *targets);
 vnm_tensor *vnm_mse(vnm_ctx *ctx, vnm_tensor *a, vnm_tensor *b);
+
+/* ---- fused parameter updates for optim/ (no tape; f32, contiguous, same shapes) ---- */
+/* Σ x² accumulated in double; NaN (and an error) on bad input. */
+double vnm_sum_squares(vnm_ctx *ctx, const vnm_tensor *x);
+/* torch.optim.SGD for one tensor, gradient p->grad; buf is the momentum buffer (NULL when
+ * momentum is 0); first_step starts the buffer at the gradient. */
+vnm_status vnm_sgd_update(vnm_ctx *ctx, vnm_tensor *p, vnm_tensor *buf, float lr, float momentum,
+                          float dampening, float weight_decay, bool nesterov, bool first_step);
+/* torch.optim.AdamW for one tensor, gradient p->grad, moments m and v, step counted from 1. */
+vnm_status vnm_adamw_update(vnm_ctx *ctx, vnm_tensor *p, vnm_tensor *m, vnm_tensor *v, float lr,
+                            float beta1, float beta2, float eps, float weight_decay, int64_t step);
 
 #endif

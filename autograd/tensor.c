@@ -219,6 +219,15 @@ vnm_status vnm_tensor_fill(vnm_ctx *ctx, vnm_tensor *t, float value)
     return VNM_OK;
 }
 
+vnm_status vnm_scale_inplace(vnm_ctx *ctx, vnm_tensor *x, float s)
+{
+    if (!vnm_check_f32(ctx, "scale_inplace", x, "tensor")) return ctx->status;
+    if (!vnm_is_contiguous(x))
+        return vnm_ctx_fail(ctx, VNM_ERR_INPUT, "scale_inplace: tensor is not contiguous");
+    ctx->be->scale(VNM_F32(x), VNM_F32(x), s, vnm_numel(x));
+    return VNM_OK;
+}
+
 float vnm_item(vnm_ctx *ctx, const vnm_tensor *t)
 {
     if (!t || vnm_numel(t) < 1) return NAN;
