@@ -76,6 +76,8 @@ typedef struct {
 } vnm_ctx_config;
 
 vnm_ctx *vnm_ctx_create(const vnm_ctx_config *cfg); /* NULL if the device is unavailable */
+/* Whether contexts can be created on dev; if not, reason says why (e.g. "no CUDA device"). */
+bool vnm_device_available(vnm_device dev, char *reason, size_t len);
 void vnm_ctx_destroy(vnm_ctx *ctx);
 vnm_status vnm_ctx_status(const vnm_ctx *ctx);
 const char *vnm_ctx_error(const vnm_ctx *ctx);

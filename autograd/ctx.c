@@ -16,6 +16,12 @@ enum {
     DATA_CHUNK = 64 << 20,
 };
 
+bool vnm_device_available(vnm_device dev, char *reason, size_t len)
+{
+    if (dev == VNM_DEVICE_CPU) return true;
+    return vnm_backend_cuda(reason, len) != NULL;
+}
+
 vnm_ctx *vnm_ctx_create(const vnm_ctx_config *cfg)
 {
     const vnm_backend *be;
