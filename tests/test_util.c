@@ -142,5 +142,5 @@ void tu_gradcheck_tol(vnm_ctx *ctx, tu_fn f, int n_in, vnm_tensor **in, void *us
 
 void tu_gradcheck(vnm_ctx *ctx, tu_fn f, int n_in, vnm_tensor **in, void *user)
 {
-    tu_gradcheck_tol(ctx, f, n_in, in, user, 1e-2, 2e-3, 1e-2);
+    tu_gradcheck_tol(ctx, f, n_in, in, user, 1e-2, 5e-4, 2e-3);
 }
