@@ -1,2 +1,76 @@
-/* autograd/op_activation.c — ops: activation (to be filled in). */
+/* autograd/op_activation.c — elementwise activations (GELU exact and tanh, SiLU) and the gated
+ * SwiGLU = silu(gate)·up of LLaMA MLPs. Backward recomputes the activation from the saved input
+ * rather than keeping its output, which costs one exp/erf per element and no memory. */
 #include "internal.h"
+
+static const char *const act_names[] = {"gelu", "gelu_tanh", "silu"};
+
+/* iarg[0]: the vnm_act */
+static void act_backward(vnm_ctx *ctx, vnm_node *node)
+{
+    vnm_tensor *x = node->in[0];
+    vnm_tensor *dx = vnm_grad_buffer(ctx, x);
+    if (dx)
+        ctx->be->act_bwd((vnm_act)node->iarg[0], VNM_F32(dx), VNM_F32(x),
+                         VNM_F32(node->out->grad), vnm_numel(x));
+}
+
+static vnm_tensor *activation(vnm_ctx *ctx, vnm_act act, vnm_tensor *x)
+{
+    const char *op = act_names[act];
+    if (!x) return NULL;
+    if (!vnm_check_f32(ctx, op, x, "input") ||
+        !vnm_check_kernel(ctx, op, ctx->be->act_fwd && ctx->be->act_bwd))
+        return NULL;
+    x = vnm_contiguous(ctx, x);
+    if (!x) return NULL;
+    vnm_tensor *y = vnm_tensor_empty(ctx, VNM_DTYPE_F32, x->ndim, x->shape); /* x's shape */
+    if (!y) return NULL;
+    ctx->be->act_fwd(act, VNM_F32(y), VNM_F32(x), vnm_numel(x));
+    vnm_node *node = vnm_tape_record(ctx, op, act_backward, y, 1, &x);
+    if (node) node->iarg[0] = act;
+    return y;
+}
+
+vnm_tensor *vnm_gelu(vnm_ctx *ctx, vnm_tensor *x) { return activation(ctx, VNM_ACT_GELU, x); }
+
+vnm_tensor *vnm_gelu_tanh(vnm_ctx *ctx, vnm_tensor *x)
+{
+    return activation(ctx, VNM_ACT_GELU_TANH, x);
+}
+
+vnm_tensor *vnm_silu(vnm_ctx *ctx, vnm_tensor *x) { return activation(ctx, VNM_ACT_SILU, x); }
+
+static void swiglu_backward(vnm_ctx *ctx, vnm_node *node)
+{
+    vnm_tensor *gate = node->in[0], *up = node->in[1];
+    vnm_tensor *dgate = vnm_grad_buffer(ctx, gate), *dup = vnm_grad_buffer(ctx, up);
+    if (dgate || dup)
+        ctx->be->swiglu_bwd(dgate ? VNM_F32(dgate) : NULL, dup ? VNM_F32(dup) : NULL,
+                            VNM_F32(gate), VNM_F32(up), VNM_F32(node->out->grad),
+                            vnm_numel(gate));
+}
+
+vnm_tensor *vnm_swiglu(vnm_ctx *ctx, vnm_tensor *gate, vnm_tensor *up)
+{
+    static const char *op = "swiglu";
+    if (!gate || !up) return NULL;
+    if (!vnm_check_f32(ctx, op, gate, "gate") || !vnm_check_f32(ctx, op, up, "up") ||
+        !vnm_check_kernel(ctx, op, ctx->be->swiglu_fwd && ctx->be->swiglu_bwd))
+        return NULL;
+    if (!vnm_same_shape(gate, up)) {
+        char s1[96], s2[96];
+        vnm_ctx_fail(ctx, VNM_ERR_INPUT, "swiglu: gate %s and up %s must have the same shape",
+                     vnm_shape_str(gate, s1, sizeof s1), vnm_shape_str(up, s2, sizeof s2));
+        return NULL;
+    }
+    gate = vnm_contiguous(ctx, gate);
+    up = vnm_contiguous(ctx, up);
+    if (!gate || !up) return NULL;
+    vnm_tensor *y = vnm_tensor_empty(ctx, VNM_DTYPE_F32, gate->ndim, gate->shape); /* gate's */
+    if (!y) return NULL;
+    ctx->be->swiglu_fwd(VNM_F32(y), VNM_F32(gate), VNM_F32(up), vnm_numel(y));
+    vnm_tensor *in[2] = {gate, up};
+    vnm_tape_record(ctx, op, swiglu_backward, y, 2, in);
+    return y;
+}

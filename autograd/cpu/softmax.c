@@ -1,4 +1,55 @@
-/* autograd/cpu/softmax.c — CPU kernels: softmax (to be filled in). */
+/* autograd/cpu/softmax.c — softmax and log-softmax over the rows of x[rows, D], forward and
+ * backward. The row maximum is subtracted before exponentiating so no exp overflows, whatever the
+ * magnitude of the inputs; rows are independent, so threads split them. */
+#include <math.h>
+
 #include "../backend.h"
 
-void vnm_cpu_register_softmax(vnm_backend *be) { (void)be; }
+static void cpu_softmax_fwd(float *y, const float *x, int64_t rows, int64_t D, bool take_log)
+{
+#pragma omp parallel for schedule(static) if (rows * D > 16384)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * D; /* [D] */
+        float *yr = y + r * D;       /* [D] */
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < D; j++) mx = xr[j] > mx ? xr[j] : mx;
+        double sum = 0.0;
+        for (int64_t j = 0; j < D; j++) {
+            float e = expf(xr[j] - mx);
+            if (!take_log) yr[j] = e;
+            sum += e;
+        }
+        if (take_log) {
+            /* (x - max) first: adding max back into the log-sum would round it at max's scale */
+            float ls = (float)log(sum);
+            for (int64_t j = 0; j < D; j++) yr[j] = (xr[j] - mx) - ls;
+        } else {
+            float inv = (float)(1.0 / sum);
+            for (int64_t j = 0; j < D; j++) yr[j] *= inv;
+        }
+    }
+}
+
+/* softmax: dx += y·(dy - Σ dy·y); log-softmax: dx += dy - exp(y)·Σ dy */
+static void cpu_softmax_bwd(float *dx, const float *y, const float *dy, int64_t rows, int64_t D,
+                            bool take_log)
+{
+#pragma omp parallel for schedule(static) if (rows * D > 16384)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *yr = y + r * D, *dyr = dy + r * D; /* [D] */
+        float *dxr = dx + r * D;                        /* [D] */
+        double acc = 0.0;
+        for (int64_t j = 0; j < D; j++) acc += take_log ? (double)dyr[j] : (double)dyr[j] * yr[j];
+        float s = (float)acc;
+        if (take_log)
+            for (int64_t j = 0; j < D; j++) dxr[j] += dyr[j] - expf(yr[j]) * s;
+        else
+            for (int64_t j = 0; j < D; j++) dxr[j] += yr[j] * (dyr[j] - s);
+    }
+}
+
+void vnm_cpu_register_softmax(vnm_backend *be)
+{
+    be->softmax_fwd = cpu_softmax_fwd;
+    be->softmax_bwd = cpu_softmax_bwd;
+}
