@@ -227,10 +227,12 @@ vnm_tensor *vnm_mse(vnm_ctx *ctx, vnm_tensor *a, vnm_tensor *b);
 double vnm_sum_squares(vnm_ctx *ctx, const vnm_tensor *x);
 /* torch.optim.SGD for one tensor, gradient p->grad; buf is the momentum buffer (NULL when
  * momentum is 0); first_step starts the buffer at the gradient. */
-vnm_status vnm_sgd_update(vnm_ctx *ctx, vnm_tensor *p, vnm_tensor *buf, float lr, float momentum,
-                          float dampening, float weight_decay, bool nesterov, bool first_step);
+vnm_status vnm_sgd_update(vnm_ctx *ctx, vnm_tensor *p, vnm_tensor *buf, double lr,
+                          double momentum, double dampening, double weight_decay, bool nesterov,
+                          bool first_step);
 /* torch.optim.AdamW for one tensor, gradient p->grad, moments m and v, step counted from 1. */
-vnm_status vnm_adamw_update(vnm_ctx *ctx, vnm_tensor *p, vnm_tensor *m, vnm_tensor *v, float lr,
-                            float beta1, float beta2, float eps, float weight_decay, int64_t step);
+vnm_status vnm_adamw_update(vnm_ctx *ctx, vnm_tensor *p, vnm_tensor *m, vnm_tensor *v, double lr,
+                            double beta1, double beta2, double eps, double weight_decay,
+                            int64_t step);
 
 #endif

@@ -131,11 +131,13 @@ typedef struct vnm_backend {
     /* optimisers and clipping over flat f32 arrays */
     /* sum of squares of x[n] into *out (double for accuracy), deterministic */
     void (*sum_squares)(double *out, const float *x, int64_t n);
-    void (*sgd_step)(float *p, const float *g, float *buf, int64_t n, float lr, float momentum,
-                     float dampening, float weight_decay, bool nesterov, bool first_step);
-    void (*adamw_step)(float *p, const float *g, float *m, float *v, int64_t n, float lr,
-                       float beta1, float beta2, float eps, float weight_decay, float bc1,
-                       float bc2);
+    /* Hyper-parameters arrive in double: torch derives its scalars (1 - beta, lr / bias
+     * correction, ...) as Python floats and rounds each to f32 once, and so must a kernel that
+     * wants to match it bit for bit. */
+    void (*sgd_step)(float *p, const float *g, float *buf, int64_t n, double lr, double momentum,
+                     double dampening, double weight_decay, bool nesterov, bool first_step);
+    void (*adamw_step)(float *p, const float *g, float *m, float *v, int64_t n, double lr,
+                       double beta1, double beta2, double eps, double weight_decay, int64_t step);
 } vnm_backend;
 
 const vnm_backend *vnm_backend_cpu(void);

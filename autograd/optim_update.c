@@ -49,20 +49,22 @@ double vnm_sum_squares(vnm_ctx *ctx, const vnm_tensor *x)
     return out;
 }
 
-vnm_status vnm_sgd_update(vnm_ctx *ctx, vnm_tensor *p, vnm_tensor *buf, float lr, float momentum,
-                          float dampening, float weight_decay, bool nesterov, bool first_step)
+vnm_status vnm_sgd_update(vnm_ctx *ctx, vnm_tensor *p, vnm_tensor *buf, double lr,
+                          double momentum, double dampening, double weight_decay, bool nesterov,
+                          bool first_step)
 {
     const char *op = "sgd_update";
     if (!check_param(ctx, op, p)) return ctx->status;
-    if (momentum != 0.0f && !check_flat(ctx, op, buf, "momentum buffer", p)) return ctx->status;
+    if (momentum != 0.0 && !check_flat(ctx, op, buf, "momentum buffer", p)) return ctx->status;
     if (!vnm_check_kernel(ctx, op, ctx->be->sgd_step)) return ctx->status;
-    ctx->be->sgd_step(VNM_F32(p), VNM_F32(p->grad), momentum != 0.0f ? VNM_F32(buf) : NULL,
+    ctx->be->sgd_step(VNM_F32(p), VNM_F32(p->grad), momentum != 0.0 ? VNM_F32(buf) : NULL,
                       vnm_numel(p), lr, momentum, dampening, weight_decay, nesterov, first_step);
     return VNM_OK;
 }
 
-vnm_status vnm_adamw_update(vnm_ctx *ctx, vnm_tensor *p, vnm_tensor *m, vnm_tensor *v, float lr,
-                            float beta1, float beta2, float eps, float weight_decay, int64_t step)
+vnm_status vnm_adamw_update(vnm_ctx *ctx, vnm_tensor *p, vnm_tensor *m, vnm_tensor *v, double lr,
+                            double beta1, double beta2, double eps, double weight_decay,
+                            int64_t step)
 {
     const char *op = "adamw_update";
     if (!check_param(ctx, op, p) || !check_flat(ctx, op, m, "first moment m", p) ||
@@ -72,10 +74,7 @@ vnm_status vnm_adamw_update(vnm_ctx *ctx, vnm_tensor *p, vnm_tensor *m, vnm_tens
         return vnm_ctx_fail(ctx, VNM_ERR_INPUT, "adamw_update: step is %lld, counted from 1",
                             (long long)step);
     if (!vnm_check_kernel(ctx, op, ctx->be->adamw_step)) return ctx->status;
-    /* torch: 1 - beta**step with Python floats */
-    double bc1 = 1.0 - pow((double)beta1, (double)step);
-    double bc2 = 1.0 - pow((double)beta2, (double)step);
     ctx->be->adamw_step(VNM_F32(p), VNM_F32(p->grad), VNM_F32(m), VNM_F32(v), vnm_numel(p), lr,
-                        beta1, beta2, eps, weight_decay, (float)bc1, (float)bc2);
+                        beta1, beta2, eps, weight_decay, step);
     return VNM_OK;
 }

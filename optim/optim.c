@@ -237,15 +237,13 @@ vnm_status vnm_optim_step(vnm_optim *opt)
         vnm_optim_slot *s = &opt->slots[i];
         if (!s->param->grad) continue;
         const vnm_optim_group *g = &opt->groups[s->group];
-        float lr = (float)(c->lr * g->lr_scale);
+        double lr = c->lr * g->lr_scale;
         vnm_status st =
             c->kind == VNM_OPTIM_SGD
-                ? vnm_sgd_update(opt->ctx, s->param, s->state[0], lr, (float)c->momentum,
-                                 (float)c->dampening, (float)g->weight_decay, c->nesterov,
-                                 s->steps == 0)
-                : vnm_adamw_update(opt->ctx, s->param, s->state[0], s->state[1], lr,
-                                   (float)c->beta1, (float)c->beta2, (float)c->eps,
-                                   (float)g->weight_decay, s->steps + 1);
+                ? vnm_sgd_update(opt->ctx, s->param, s->state[0], lr, c->momentum, c->dampening,
+                                 g->weight_decay, c->nesterov, s->steps == 0)
+                : vnm_adamw_update(opt->ctx, s->param, s->state[0], s->state[1], lr, c->beta1,
+                                   c->beta2, c->eps, g->weight_decay, s->steps + 1);
         if (st != VNM_OK) return st;
         s->steps++;
     }

@@ -318,6 +318,11 @@ static void test_sgd_bit_identical_given_torch_norm(void **state)
     run_fixture(*state, "optim_sgd_dampening.txt", true);
 }
 
+static void test_adamw_bit_identical_given_torch_norm(void **state)
+{
+    run_fixture(*state, "optim_adamw.txt", true);
+}
+
 /* vnm_clip_grad_norm on its own: returns torch's total, scales by max_norm / (total + 1e-6) when
  * that is below 1 and leaves the gradients bit-identical otherwise. */
 static void test_clip_grad_norm_matches_torch(void **state)
@@ -876,6 +881,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sgd_dampening_matches_torch, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_adamw_matches_torch, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_sgd_bit_identical_given_torch_norm, tu_setup,
+                                        tu_teardown),
+        cmocka_unit_test_setup_teardown(test_adamw_bit_identical_given_torch_norm, tu_setup,
                                         tu_teardown),
         cmocka_unit_test_setup_teardown(test_clip_grad_norm_matches_torch, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_clip_grad_norm_nonfinite_and_errors, tu_setup,

@@ -126,26 +126,28 @@ RANGE_VARIANTS(adamw_range)
 /* Chosen once by vnm_cpu_register_optim. */
 static range_fn sgd_run = sgd_range_plain, adamw_run = adamw_range_plain;
 
-static void cpu_sgd_step(float *p, const float *g, float *buf, int64_t n, float lr, float momentum,
-                         float dampening, float weight_decay, bool nesterov, bool first_step)
+static void cpu_sgd_step(float *p, const float *g, float *buf, int64_t n, double lr,
+                         double momentum, double dampening, double weight_decay, bool nesterov,
+                         bool first_step)
 {
-    sgd_args a = {p, buf, g, (float)-(double)lr, momentum, (float)(1.0 - (double)dampening),
-                  weight_decay, nesterov, first_step};
+    sgd_args a = {p, buf, g, (float)-lr, (float)momentum, (float)(1.0 - dampening),
+                  (float)weight_decay, nesterov, first_step};
     run_chunks(sgd_run, &a, n);
 }
 
-static void cpu_adamw_step(float *p, const float *g, float *m, float *v, int64_t n, float lr,
-                           float beta1, float beta2, float eps, float weight_decay, float bc1,
-                           float bc2)
+static void cpu_adamw_step(float *p, const float *g, float *m, float *v, int64_t n, double lr,
+                           double beta1, double beta2, double eps, double weight_decay,
+                           int64_t step)
 {
+    double bc1 = 1.0 - pow(beta1, (double)step), bc2 = 1.0 - pow(beta2, (double)step);
     adamw_args a = {p, m, v, g,
-                    (float)(1.0 - (double)lr * weight_decay),
-                    (float)(1.0 - (double)beta1),
-                    beta2,
-                    (float)(1.0 - (double)beta2),
-                    eps,
-                    (float)-((double)lr / bc1),
-                    (float)sqrt((double)bc2)};
+                    (float)(1.0 - lr * weight_decay),
+                    (float)(1.0 - beta1),
+                    (float)beta2,
+                    (float)(1.0 - beta2),
+                    (float)eps,
+                    (float)-(lr / bc1),
+                    (float)sqrt(bc2)};
     run_chunks(adamw_run, &a, n);
 }
 
