@@ -12,6 +12,7 @@
 #include <stdlib.h>
 
 #include "../backend.h"
+#include "softmax_row.h"
 
 /* Below this many multiply-adds a thread team costs more than it saves. */
 #define ATTENTION_PARALLEL_WORK 16384
@@ -22,15 +23,7 @@ static void softmax_rows(float *p, int64_t T, int64_t S, bool causal)
     for (int64_t t = 0; t < T; t++) {
         float *row = p + t * S; /* [S] */
         int64_t n = causal ? t + S - T + 1 : S; /* keys this query sees */
-        float mx = row[0];
-        for (int64_t s = 1; s < n; s++) mx = row[s] > mx ? row[s] : mx;
-        double sum = 0.0;
-        for (int64_t s = 0; s < n; s++) {
-            row[s] = expf(row[s] - mx);
-            sum += row[s];
-        }
-        float inv = (float)(1.0 / sum);
-        for (int64_t s = 0; s < n; s++) row[s] *= inv;
+        vnm_cpu_softmax_row(row, row, n);
         for (int64_t s = n; s < S; s++) row[s] = 0.0f;
     }
 }

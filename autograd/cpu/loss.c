@@ -5,6 +5,7 @@
 #include <math.h>
 
 #include "../backend.h"
+#include "softmax_row.h"
 
 enum {
     CHUNKS = 64,       /* fixed, so the summation order does not depend on the thread count */
@@ -14,21 +15,6 @@ enum {
 static int64_t label_at(const void *labels, bool labels64, int64_t i)
 {
     return labels64 ? ((const int64_t *)labels)[i] : ((const int32_t *)labels)[i];
-}
-
-/* prob[C] = softmax(x[C]); returns log Σ exp(x). */
-static double softmax_row(float *prob, const float *x, int64_t C)
-{
-    float m = x[0];
-    for (int64_t c = 1; c < C; c++) m = x[c] > m ? x[c] : m;
-    double s = 0.0;
-    for (int64_t c = 0; c < C; c++) {
-        prob[c] = expf(x[c] - m);
-        s += prob[c];
-    }
-    float inv = (float)(1.0 / s);
-    for (int64_t c = 0; c < C; c++) prob[c] *= inv;
-    return m + log(s);
 }
 
 /* Loss of one row given its log Σ exp: -Σ t·logp for soft targets, else
@@ -62,7 +48,7 @@ static void cpu_cross_entropy_fwd(float *loss, float *prob, int64_t *count, cons
         int64_t end = (k + 1) * per < N ? (k + 1) * per : N;
         for (int64_t r = k * per; r < end; r++) {
             const float *x = logits + r * C;
-            double lse = softmax_row(prob + r * C, x, C);
+            double lse = vnm_cpu_softmax_row(prob + r * C, x, C);
             int64_t y = targets ? 0 : label_at(labels, labels64, r);
             if (!targets && y == ignore_index) continue;
             acc += row_loss(x, lse, targets ? targets + r * C : NULL, y, C, smoothing);

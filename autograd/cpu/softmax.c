@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "../backend.h"
+#include "softmax_row.h"
 
 static void cpu_softmax_fwd(float *y, const float *x, int64_t rows, int64_t D, bool take_log)
 {
@@ -11,22 +12,16 @@ static void cpu_softmax_fwd(float *y, const float *x, int64_t rows, int64_t D, b
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * D; /* [D] */
         float *yr = y + r * D;       /* [D] */
-        float mx = -INFINITY;
-        for (int64_t j = 0; j < D; j++) mx = xr[j] > mx ? xr[j] : mx;
+        if (!take_log) {
+            vnm_cpu_softmax_row(yr, xr, D);
+            continue;
+        }
+        float mx = vnm_cpu_row_max(xr, D);
         double sum = 0.0;
-        for (int64_t j = 0; j < D; j++) {
-            float e = expf(xr[j] - mx);
-            if (!take_log) yr[j] = e;
-            sum += e;
-        }
-        if (take_log) {
-            /* (x - max) first: adding max back into the log-sum would round it at max's scale */
-            float ls = (float)log(sum);
-            for (int64_t j = 0; j < D; j++) yr[j] = (xr[j] - mx) - ls;
-        } else {
-            float inv = (float)(1.0 / sum);
-            for (int64_t j = 0; j < D; j++) yr[j] *= inv;
-        }
+        for (int64_t j = 0; j < D; j++) sum += expf(xr[j] - mx);
+        /* (x - max) first: adding max back into the log-sum would round it at max's scale */
+        float ls = (float)log(sum);
+        for (int64_t j = 0; j < D; j++) yr[j] = (xr[j] - mx) - ls;
     }
 }
 
