@@ -119,6 +119,8 @@ const char *vnm_shape_str(const vnm_tensor *t, char *buf, size_t len);
 
 /* Step-arena tensor, zero-filled. */
 vnm_tensor *vnm_tensor_new(vnm_ctx *ctx, vnm_dtype dt, int ndim, const int64_t *shape);
+/* Step-arena tensor whose storage is not cleared: for op outputs a kernel writes in full. */
+vnm_tensor *vnm_tensor_empty(vnm_ctx *ctx, vnm_dtype dt, int ndim, const int64_t *shape);
 /* Step-arena tensor copied from host memory (contiguous, row-major). */
 vnm_tensor *vnm_tensor_from(vnm_ctx *ctx, vnm_dtype dt, int ndim, const int64_t *shape,
                             const void *host);
@@ -165,7 +167,18 @@ vnm_status vnm_backward(vnm_ctx *ctx, vnm_tensor *loss);
 vnm_status vnm_backward_seed(vnm_ctx *ctx, vnm_tensor *out, vnm_tensor *seed);
 /* The gradient buffer of t (contiguous, zero on creation), NULL if t does not require grad. */
 vnm_tensor *vnm_grad_buffer(vnm_ctx *ctx, vnm_tensor *t);
+/* t's gradient buffer for a kernel that writes C = beta·C + product: a new (non-persistent)
+ * buffer is returned uncleared with *beta = 0 (the kernel must write all of it), an existing one
+ * with *beta = 1. NULL when t does not require grad. */
+vnm_tensor *vnm_grad_slot(vnm_ctx *ctx, vnm_tensor *t, float *beta);
 void vnm_zero_grad(vnm_ctx *ctx, vnm_tensor *const *params, int n);
+
+/* Linear hook: called by every linear op (dense and sparse) with its weight (the name identifies
+ * the layer) and its input x[..., I] before the product, e.g. to gather calibration statistics.
+ * NULL removes it. */
+typedef void (*vnm_linear_hook)(void *user, const char *weight_name, const vnm_tensor *x);
+void vnm_ctx_set_linear_hook(vnm_ctx *ctx, vnm_linear_hook hook, void *user);
+void vnm_ctx_call_linear_hook(vnm_ctx *ctx, const char *weight_name, const vnm_tensor *x);
 
 /* ---- ops (each has forward and backward) ---- */
 /* linear: y[..., O] = x[..., I] · w[O, I]ᵀ + b[O] (b may be NULL) */

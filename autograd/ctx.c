@@ -116,6 +116,17 @@ uint64_t vnm_ctx_rng_reserve(vnm_ctx *ctx, uint64_t n_offsets)
     return first;
 }
 
+void vnm_ctx_set_linear_hook(vnm_ctx *ctx, vnm_linear_hook hook, void *user)
+{
+    ctx->linear_hook = hook;
+    ctx->linear_hook_user = user;
+}
+
+void vnm_ctx_call_linear_hook(vnm_ctx *ctx, const char *weight_name, const vnm_tensor *x)
+{
+    if (ctx->linear_hook) ctx->linear_hook(ctx->linear_hook_user, weight_name, x);
+}
+
 void *vnm_step_meta_alloc(vnm_ctx *ctx, size_t bytes)
 {
     void *p = vnm_arena_alloc(&ctx->step_meta, bytes);

@@ -32,6 +32,8 @@ struct vnm_ctx {
     bool grad_enabled;
     bool training;
     vnm_rng_state rng;
+    vnm_linear_hook linear_hook;
+    void *linear_hook_user;
     vnm_status status;
     char error[512];
 };
@@ -41,8 +43,6 @@ struct vnm_ctx {
 /* A tensor header + zeroed storage in the step (persistent = false) or persistent arena. */
 vnm_tensor *vnm_tensor_alloc(vnm_ctx *ctx, vnm_dtype dt, int ndim, const int64_t *shape,
                              bool persistent);
-/* A step tensor whose storage is not cleared: for op outputs the kernel writes in full. */
-vnm_tensor *vnm_tensor_empty(vnm_ctx *ctx, vnm_dtype dt, int ndim, const int64_t *shape);
 /* A new step tensor with x's dtype and shape (contiguous). */
 vnm_tensor *vnm_tensor_like(vnm_ctx *ctx, const vnm_tensor *x);
 /* A header sharing x's storage with new shape/strides (a view). */
@@ -59,10 +59,6 @@ bool vnm_check_ndim(vnm_ctx *ctx, const char *op, const vnm_tensor *t, const cha
 bool vnm_check_kernel(vnm_ctx *ctx, const char *op, bool present); /* be->kernel != NULL */
 int vnm_norm_dim(vnm_ctx *ctx, const char *op, const vnm_tensor *t, int dim); /* -1 on error */
 
-/* t's gradient buffer for a kernel that writes C = beta·C + product: a new buffer is returned
- * uncleared with *beta = 0 (the kernel must write all of it), an existing one with *beta = 1.
- * NULL when t does not require grad. */
-vnm_tensor *vnm_grad_slot(vnm_ctx *ctx, vnm_tensor *t, float *beta);
 /* Adds g (contiguous, t's shape) into t's gradient buffer when t requires grad. */
 void vnm_grad_accumulate(vnm_ctx *ctx, vnm_tensor *t, const vnm_tensor *g);
 

@@ -41,6 +41,7 @@ vnm_tensor *vnm_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, vnm_tensor *b
     x = vnm_contiguous(ctx, x);
     w = vnm_contiguous(ctx, w);
     if (!x || !w) return NULL;
+    vnm_ctx_call_linear_hook(ctx, w->name, x);
     int64_t shape[VNM_MAX_DIMS];
     for (int i = 0; i < x->ndim; i++) shape[i] = x->shape[i];
     shape[x->ndim - 1] = O;

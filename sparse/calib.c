@@ -1,0 +1,2 @@
+/* sparse/calib.c — (to be filled in). */
+#include "sparse.h"

@@ -1,0 +1,2 @@
+/* sparse/format.c — (to be filled in). */
+#include "sparse.h"

@@ -1,0 +1,2 @@
+/* sparse/lsa.c — (to be filled in). */
+#include "sparse.h"

@@ -1,0 +1,2 @@
+/* sparse/op_sparse_linear.c — (to be filled in). */
+#include "sparse.h"

@@ -1,0 +1,2 @@
+/* sparse/pattern.c — (to be filled in). */
+#include "sparse.h"

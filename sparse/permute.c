@@ -1,0 +1,2 @@
+/* sparse/permute.c — (to be filled in). */
+#include "sparse.h"

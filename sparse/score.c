@@ -1,0 +1,2 @@
+/* sparse/score.c — (to be filled in). */
+#include "sparse.h"

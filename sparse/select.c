@@ -1,0 +1,2 @@
+/* sparse/select.c — (to be filled in). */
+#include "sparse.h"

@@ -1,0 +1,149 @@
+/* sparse/sparse.h — the public interface of the sparse module: V:N:M patterns, pruning scores and
+ * calibration, mask selection, channel permutation, the canonical compressed format, and the
+ * sparse-linear autograd op (mask-fixed and SR-STE dynamic). The algorithms are those of
+ * METHOD.md §1–5 and §7.
+ *
+ * Conventions: a weight W is [O, I] row-major (out, in). Host-side algorithms (pruning,
+ * permutation, compression) work on plain arrays; the op works on tensors. Functions that can fail
+ * on user input return a status and write a message naming what was wrong into err (err may be
+ * NULL).
+ */
+#ifndef VNM_SPARSE_H
+#define VNM_SPARSE_H
+
+#include "../autograd/autograd.h"
+
+/* ---- patterns (METHOD §1) ---- */
+typedef struct {
+    int V; /* rows sharing a block's columns: 16, 32, 64, 128 or 256 */
+    int N; /* kept per row and group: always 2 */
+    int M; /* group width: M ≥ 4 */
+} vnm_pattern;
+
+/* Strict "V:N:M" parser: decimal integers only, N = 2, M ≥ 4 (M ≤ 64), V ∈ {16,32,64,128,256}. */
+vnm_status vnm_pattern_parse(const char *text, vnm_pattern *out, char *err, size_t err_len);
+const char *vnm_pattern_str(vnm_pattern p, char *buf, size_t len); /* "64:2:5" */
+double vnm_pattern_density(vnm_pattern p);                         /* 2/M */
+double vnm_pattern_kappa(vnm_pattern p); /* mask diversity (ln C(M,4) + V·ln 6)/(V·M) */
+
+/* ---- scores and calibration (METHOD §2.1) ---- */
+typedef enum { VNM_SCORE_MAGNITUDE, VNM_SCORE_RIA } vnm_score_kind;
+vnm_status vnm_score_parse(const char *name, vnm_score_kind *out, char *err, size_t err_len);
+
+/* Per-input-channel statistics of a linear's input over calibration tokens. */
+typedef struct {
+    int64_t I;
+    int64_t tokens;
+    double *sumsq; /* [I] Σ x² */
+} vnm_calib;
+
+vnm_status vnm_calib_init(vnm_calib *c, int64_t I);
+void vnm_calib_free(vnm_calib *c);
+void vnm_calib_add(vnm_calib *c, const float *x, int64_t T); /* x[T, I] token-major */
+void vnm_calib_rms(const vnm_calib *c, double *rms);         /* rms[I] = sqrt(Σx² / tokens) */
+
+/* Gathers vnm_calib for every linear whose weight name matches one of the fnmatch globs, through
+ * the context's linear hook, while it is attached. */
+typedef struct vnm_calib_collector vnm_calib_collector;
+vnm_calib_collector *vnm_calib_attach(vnm_ctx *ctx, const char *const *globs, int n_globs);
+const vnm_calib *vnm_calib_find(const vnm_calib_collector *c, const char *weight_name);
+void vnm_calib_detach(vnm_calib_collector *c); /* removes the hook and frees everything */
+
+/* S[O][I] ≥ 0 from W[O][I]. RIA needs act_rms[I] (vnm_calib_rms) and the exponent a (0.5 by
+ * default); magnitude ignores both. */
+vnm_status vnm_score_compute(vnm_score_kind kind, const float *W, int64_t O, int64_t I,
+                             const double *act_rms, double a, float *S, char *err, size_t err_len);
+
+/* ---- mask selection (METHOD §2.2–2.3) ---- */
+typedef enum { VNM_SELECT_L1, VNM_SELECT_EXHAUSTIVE } vnm_selector;
+vnm_status vnm_selector_parse(const char *name, vnm_selector *out, char *err, size_t err_len);
+
+/* mask[O][I] (1 kept, 0 pruned) maximising the kept score under the pattern, with the tail rule
+ * for the last partial group (r = I mod M: keep all r columns if r ≤ 2, else 2 per row of them)
+ * and a last partial block of rows when O is not a multiple of V. */
+vnm_status vnm_mask_select(vnm_pattern p, vnm_selector sel, const float *S, int64_t O, int64_t I,
+                           uint8_t *mask, char *err, size_t err_len);
+/* VNM_OK if mask satisfies the pattern, else VNM_ERR_INPUT naming the first bad block/row. */
+vnm_status vnm_mask_validate(vnm_pattern p, const uint8_t *mask, int64_t O, int64_t I, char *err,
+                             size_t err_len);
+double vnm_mask_kept_score(const uint8_t *mask, const float *S, int64_t n);
+
+/* ---- channel permutation (METHOD §4) ---- */
+/* Linear sum assignment (Jonker–Volgenant): the permutation col_of_row[n] minimising
+ * Σ cost[r][col_of_row[r]] over an n×n cost matrix. O(n³). */
+vnm_status vnm_lsa_solve(const double *cost, int64_t n, int32_t *col_of_row);
+
+typedef struct {
+    int rounds;         /* alternating rounds (input then output), default 2 */
+    int64_t chunk;      /* channels per independent chunk (0: no chunking) */
+    vnm_selector selector;
+} vnm_permute_opts;
+
+/* perm_out[O] and perm_in[I] (position in the permuted layer → original index) maximising the
+ * score kept by the V:N:M mask of the permuted scores. kept_before / kept_after report it for the
+ * identity and for the result; the result never keeps less than the identity. */
+vnm_status vnm_permute_search(vnm_pattern p, const float *S, int64_t O, int64_t I,
+                              const vnm_permute_opts *opts, int32_t *perm_out, int32_t *perm_in,
+                              double *kept_before, double *kept_after, char *err, size_t err_len);
+
+/* ---- canonical compressed form (METHOD §7) ---- */
+typedef struct {
+    vnm_pattern pat;
+    int64_t O, I;   /* logical shape of W */
+    int64_t O_pad;  /* O rounded up to a multiple of V; rows ≥ O hold zeros */
+    int64_t G, Gp;  /* ceil(I / M) groups per row; G padded to a multiple of 8 */
+    float *vals;    /* [O_pad][Gp][2] kept values of each row and group, in slot order */
+    uint8_t *slots; /* [O_pad][Gp] s0 | s1 << 2 with s0 < s1 < 4: which 2 of the block's 4 cols */
+    int32_t *cols;  /* [O_pad / V][Gp][4] kept columns of each block as absolute input indices
+                     * (ascending within a block), -1 where unused (padding, narrow tails) */
+    int32_t *rows;  /* [O_pad] original output row of each stored row, -1 for padding rows */
+} vnm_sparse_host;
+
+vnm_status vnm_sparse_host_alloc(vnm_sparse_host *w, vnm_pattern p, int64_t O, int64_t I);
+void vnm_sparse_host_free(vnm_sparse_host *w);
+/* Compresses W[O][I] (original order) under mask[O][I] given in the permuted order defined by
+ * perm_out / perm_in (NULL: identity): stored row o is W row perm_out[o], stored column j of the
+ * mask is input perm_in[j]. The mask must pass vnm_mask_validate. */
+vnm_status vnm_sparse_compress(vnm_pattern p, const float *W, const uint8_t *mask, int64_t O,
+                               int64_t I, const int32_t *perm_out, const int32_t *perm_in,
+                               vnm_sparse_host *out, char *err, size_t err_len);
+/* W[O][I] (original order) = the masked weight the compressed form computes with. */
+void vnm_sparse_decompress(const vnm_sparse_host *w, float *W);
+/* Structure checks: slot codes, distinct in-range columns per block, each input column in at most
+ * one group of a block, padding rows and unused columns zero, rows a permutation. */
+vnm_status vnm_sparse_validate(const vnm_sparse_host *w, char *err, size_t err_len);
+
+/* ---- the sparse-linear op (METHOD §5) ---- */
+/* A compressed weight on a context: in mask-fixed training vals is the parameter (its gradient
+ * and optimiser moments have the compressed shape); slots, cols, rows are fixed buffers. */
+typedef struct {
+    vnm_pattern pat;
+    int64_t O, I, O_pad, G, Gp;
+    vnm_tensor *vals;  /* f32 [O_pad, Gp, 2], requires grad */
+    vnm_tensor *slots; /* u8 [O_pad, Gp] */
+    vnm_tensor *cols;  /* i32 [O_pad / V, Gp, 4] */
+    vnm_tensor *rows;  /* i32 [O_pad] */
+    const char *name;
+} vnm_sparse_weight;
+
+vnm_sparse_weight *vnm_sparse_weight_new(vnm_ctx *ctx, const vnm_sparse_host *host,
+                                         const char *name);
+vnm_status vnm_sparse_weight_to_host(vnm_ctx *ctx, const vnm_sparse_weight *w,
+                                     vnm_sparse_host *out); /* allocates out */
+
+/* y[..., O] = x[..., I] · (W⊙Mk)ᵀ + b, through the sparse kernels in all three products. */
+vnm_tensor *vnm_sparse_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_sparse_weight *w, vnm_tensor *b);
+
+/* SR-STE dynamic mode: the dense W[O, I] is the parameter; the mask is recomputed from |W| every
+ * `every` steps; forward and dX use the masked weight, dW = dYᵀX + λ_W·(1−Mk)⊙W reaches every
+ * weight. vnm_srste_freeze hands over to mask-fixed training with the current mask. */
+typedef struct vnm_srste vnm_srste;
+vnm_srste *vnm_srste_new(vnm_ctx *ctx, vnm_tensor *w, vnm_pattern p, vnm_selector sel,
+                         int64_t every, float lambda_w);
+void vnm_srste_free(vnm_srste *s);
+vnm_tensor *vnm_srste_linear(vnm_ctx *ctx, vnm_srste *s, vnm_tensor *x, vnm_tensor *b,
+                             int64_t step);
+const uint8_t *vnm_srste_mask(const vnm_srste *s); /* current mask [O][I] */
+vnm_sparse_weight *vnm_srste_freeze(vnm_ctx *ctx, vnm_srste *s, const char *name);
+
+#endif

@@ -1,0 +1,2 @@
+/* sparse/srste.c — (to be filled in). */
+#include "sparse.h"

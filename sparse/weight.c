@@ -1,0 +1,2 @@
+/* sparse/weight.c — (to be filled in). */
+#include "sparse.h"
