@@ -30,6 +30,10 @@ void vnm_spmm_dx(const vnm_spmm_weight *w, const float *dy, int64_t T, float *dx
 void vnm_spmm_dw(const vnm_spmm_weight *w, const float *dy, const float *x, int64_t T,
                  float *dvals);
 
+/* Bias of a token-major output: y[T][O] = b (broadcast); db[O] += Σ_t dy[T][O] in token order. */
+void vnm_spmm_bias_fill(float *y, const float *b, int64_t T, int64_t O);
+void vnm_spmm_bias_grad(float *db, const float *dy, int64_t T, int64_t O);
+
 /* Plain-loop references (one output element at a time, tokens in order): the oracle for tests. */
 void vnm_spmm_fwd_ref(const vnm_spmm_weight *w, const float *x, int64_t T, float *y);
 void vnm_spmm_dx_ref(const vnm_spmm_weight *w, const float *dy, int64_t T, float *dx);

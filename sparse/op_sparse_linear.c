@@ -1,2 +1,76 @@
-/* sparse/op_sparse_linear.c — (to be filled in). */
-#include "sparse.h"
+/* sparse/op_sparse_linear.c — the sparse-linear op in mask-fixed mode: y = x·(W⊙Mk)ᵀ + b with the
+ * compressed values as the parameter. All three products run on the compressed form (forward,
+ * dX, dW at kept positions only), so the gradient of vals has the compressed shape and pruned
+ * weights never exist. The sparse kernels run on the CPU backend. */
+#include "internal.h"
+
+static vnm_spmm_weight spmm_view(const vnm_sparse_weight *w)
+{
+    vnm_spmm_weight v = {w->pat, w->O, w->I, w->O_pad, w->G, w->Gp,
+                         (const float *)w->vals->data, (const uint8_t *)w->slots->data,
+                         (const int32_t *)w->cols->data, (const int32_t *)w->rows->data};
+    return v;
+}
+
+/* extra: the weight; iarg[0]: T */
+static void sparse_linear_backward(vnm_ctx *ctx, vnm_node *node)
+{
+    const vnm_sparse_weight *w = node->extra;
+    vnm_tensor *x = node->in[0], *vals = node->in[1], *b = node->in[2];
+    const float *dy = (const float *)node->out->grad->data; /* [T, O] */
+    int64_t T = node->iarg[0];
+    vnm_spmm_weight v = spmm_view(w);
+    vnm_tensor *dx = vnm_grad_buffer(ctx, x), *dv = vnm_grad_buffer(ctx, vals);
+    vnm_tensor *db = vnm_grad_buffer(ctx, b);
+    if (dx) vnm_spmm_dx(&v, dy, T, (float *)dx->data);
+    if (dv) vnm_spmm_dw(&v, dy, (const float *)x->data, T, (float *)dv->data);
+    if (db) vnm_spmm_bias_grad((float *)db->data, dy, T, w->O);
+}
+
+/* Shared argument checks of the mask-fixed and SR-STE ops. */
+bool vnm_sparse_linear_check(vnm_ctx *ctx, const char *op, const vnm_tensor *x, int64_t O,
+                             int64_t I, const vnm_tensor *b)
+{
+    char s[96];
+    if (vnm_ctx_device(ctx) != VNM_DEVICE_CPU) {
+        vnm_ctx_fail(ctx, VNM_ERR_INPUT, "%s: sparse kernels exist for the cpu backend only", op);
+        return false;
+    }
+    if (x->dtype != VNM_DTYPE_F32 || x->ndim < 1 || x->shape[x->ndim - 1] != I) {
+        vnm_ctx_fail(ctx, VNM_ERR_INPUT, "%s: input %s must be f32 [..., %lld]", op,
+                     vnm_shape_str(x, s, sizeof s), (long long)I);
+        return false;
+    }
+    if (b && (b->dtype != VNM_DTYPE_F32 || b->ndim != 1 || b->shape[0] != O)) {
+        vnm_ctx_fail(ctx, VNM_ERR_INPUT, "%s: bias %s must be f32 [%lld]", op,
+                     vnm_shape_str(b, s, sizeof s), (long long)O);
+        return false;
+    }
+    return true;
+}
+
+vnm_tensor *vnm_sparse_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_sparse_weight *w, vnm_tensor *b)
+{
+    static const char *op = "sparse_linear";
+    if (!x || !w) return NULL;
+    if (!vnm_sparse_linear_check(ctx, op, x, w->O, w->I, b)) return NULL;
+    x = vnm_contiguous(ctx, x);
+    if (!x) return NULL;
+    vnm_ctx_call_linear_hook(ctx, w->name, x);
+    int64_t shape[VNM_MAX_DIMS];
+    for (int i = 0; i < x->ndim; i++) shape[i] = x->shape[i];
+    shape[x->ndim - 1] = w->O;
+    vnm_tensor *y = vnm_tensor_empty(ctx, VNM_DTYPE_F32, x->ndim, shape); /* [..., O] */
+    if (!y) return NULL;
+    int64_t T = w->I ? vnm_numel(x) / w->I : 0;
+    vnm_spmm_weight v = spmm_view(w);
+    vnm_spmm_bias_fill((float *)y->data, b ? (const float *)b->data : NULL, T, w->O);
+    vnm_spmm_fwd(&v, (const float *)x->data, T, (float *)y->data);
+    vnm_tensor *in[3] = {x, w->vals, b};
+    vnm_node *node = vnm_tape_record(ctx, op, sparse_linear_backward, y, 3, in);
+    if (node) {
+        node->extra = w;
+        node->iarg[0] = T;
+    }
+    return y;
+}

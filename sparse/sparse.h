@@ -126,8 +126,10 @@ typedef struct {
     const char *name;
 } vnm_sparse_weight;
 
+/* The tensors live in ctx's persistent arena; the struct is freed with vnm_sparse_weight_free. */
 vnm_sparse_weight *vnm_sparse_weight_new(vnm_ctx *ctx, const vnm_sparse_host *host,
                                          const char *name);
+void vnm_sparse_weight_free(vnm_sparse_weight *w);
 vnm_status vnm_sparse_weight_to_host(vnm_ctx *ctx, const vnm_sparse_weight *w,
                                      vnm_sparse_host *out); /* allocates out */
 

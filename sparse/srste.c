@@ -1,2 +1,154 @@
-/* sparse/srste.c — (to be filled in). */
-#include "sparse.h"
+/* sparse/srste.c — SR-STE dynamic masks (Zhou et al., ICLR'21; METHOD §5): the dense W is the
+ * parameter; every `every` steps the mask is recomputed from |W| with the V:N:M selector; the
+ * forward and dX use the masked weight through the sparse kernels; dW = dYᵀX + λ_W·(1−Mk)⊙W
+ * reaches every weight (straight-through, with decay on the pruned ones). Freezing compresses W
+ * under the current mask into a mask-fixed weight that computes the same function. */
+#include <stdlib.h>
+
+#include "internal.h"
+
+#include <cblas.h>
+#undef I /* complex.h, which cblas.h includes, defines I; here it is the input dimension */
+
+struct vnm_srste {
+    vnm_tensor *w; /* [O, I] f32 parameter */
+    vnm_pattern pat;
+    vnm_selector sel;
+    int64_t every;
+    float lambda_w;
+    int64_t O, I;
+    uint8_t *mask;        /* [O][I] current mask */
+    float *scores;        /* [O][I] scratch */
+    vnm_sparse_host comp; /* W under the current mask, refreshed every forward */
+    int64_t mask_step;    /* step of the last mask update, -1 before the first */
+};
+
+vnm_srste *vnm_srste_new(vnm_ctx *ctx, vnm_tensor *w, vnm_pattern p, vnm_selector sel,
+                         int64_t every, float lambda_w)
+{
+    char s[96];
+    if (!w) return NULL;
+    if (w->dtype != VNM_DTYPE_F32 || w->ndim != 2 || !vnm_is_contiguous(w) || every < 1 ||
+        !(lambda_w >= 0.0f)) {
+        vnm_ctx_fail(ctx, VNM_ERR_INPUT, "srste: weight %s must be contiguous f32 [O, I], every "
+                     "(%lld) ≥ 1 and lambda_w (%g) ≥ 0", vnm_shape_str(w, s, sizeof s),
+                     (long long)every, (double)lambda_w);
+        return NULL;
+    }
+    vnm_srste *sr = calloc(1, sizeof *sr);
+    int64_t O = w->shape[0], I = w->shape[1];
+    if (sr) {
+        sr->mask = malloc((size_t)(O * I) + 1);
+        sr->scores = malloc((size_t)(O * I) * sizeof(float) + 1);
+    }
+    if (!sr || !sr->mask || !sr->scores || vnm_sparse_host_alloc(&sr->comp, p, O, I) != VNM_OK) {
+        vnm_srste_free(sr);
+        vnm_ctx_fail(ctx, VNM_ERR_RUNTIME, "srste: out of memory for a %s weight",
+                     vnm_shape_str(w, s, sizeof s));
+        return NULL;
+    }
+    sr->w = w;
+    sr->pat = p;
+    sr->sel = sel;
+    sr->every = every;
+    sr->lambda_w = lambda_w;
+    sr->O = O;
+    sr->I = I;
+    sr->mask_step = -1;
+    return sr;
+}
+
+void vnm_srste_free(vnm_srste *s)
+{
+    if (!s) return;
+    vnm_sparse_host_free(&s->comp);
+    free(s->mask);
+    free(s->scores);
+    free(s);
+}
+
+const uint8_t *vnm_srste_mask(const vnm_srste *s) { return s->mask_step < 0 ? NULL : s->mask; }
+
+/* Recomputes the mask when due, then compresses the current W under it. */
+static vnm_status refresh(vnm_ctx *ctx, vnm_srste *s, int64_t step)
+{
+    char err[256];
+    const float *W = (const float *)s->w->data;
+    if (s->mask_step < 0 || step >= s->mask_step + s->every) {
+        if (vnm_score_compute(VNM_SCORE_MAGNITUDE, W, s->O, s->I, NULL, 0.0, s->scores, err,
+                              sizeof err) != VNM_OK ||
+            vnm_mask_select(s->pat, s->sel, s->scores, s->O, s->I, s->mask, err, sizeof err) !=
+                VNM_OK)
+            return vnm_ctx_fail(ctx, VNM_ERR_RUNTIME, "srste: mask update failed: %s", err);
+        s->mask_step = step;
+    }
+    if (vnm_sparse_compress(s->pat, W, s->mask, s->O, s->I, NULL, NULL, &s->comp, err,
+                            sizeof err) != VNM_OK)
+        return vnm_ctx_fail(ctx, VNM_ERR_RUNTIME, "srste: compression failed: %s", err);
+    return VNM_OK;
+}
+
+/* extra: the srste state; iarg[0]: T */
+static void srste_backward(vnm_ctx *ctx, vnm_node *node)
+{
+    vnm_srste *s = node->extra;
+    vnm_tensor *x = node->in[0], *w = node->in[1], *b = node->in[2];
+    const float *dy = (const float *)node->out->grad->data; /* [T, O] */
+    int64_t T = node->iarg[0], O = s->O, I = s->I;
+    vnm_spmm_weight v = vnm_spmm_weight_of_host(&s->comp);
+    vnm_tensor *dx = vnm_grad_buffer(ctx, x), *dw = vnm_grad_buffer(ctx, w);
+    vnm_tensor *db = vnm_grad_buffer(ctx, b);
+    if (dx) vnm_spmm_dx(&v, dy, T, (float *)dx->data);
+    if (dw) {
+        float *g = (float *)dw->data; /* [O, I] */
+        const float *W = (const float *)w->data;
+        if (T > 0)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)O, (blasint)I,
+                        (blasint)T, 1.0f, dy, (blasint)O, (const float *)x->data, (blasint)I,
+                        1.0f, g, (blasint)I);
+        const float lw = s->lambda_w;
+#pragma omp parallel for schedule(static) if (O * I > 65536)
+        for (int64_t k = 0; k < O * I; k++)
+            if (!s->mask[k]) g[k] += lw * W[k];
+    }
+    if (db) vnm_spmm_bias_grad((float *)db->data, dy, T, O);
+}
+
+vnm_tensor *vnm_srste_linear(vnm_ctx *ctx, vnm_srste *s, vnm_tensor *x, vnm_tensor *b,
+                             int64_t step)
+{
+    static const char *op = "srste_linear";
+    if (!x || !s) return NULL;
+    if (!vnm_sparse_linear_check(ctx, op, x, s->O, s->I, b)) return NULL;
+    x = vnm_contiguous(ctx, x);
+    if (!x || refresh(ctx, s, step) != VNM_OK) return NULL;
+    vnm_ctx_call_linear_hook(ctx, s->w->name, x);
+    int64_t shape[VNM_MAX_DIMS];
+    for (int i = 0; i < x->ndim; i++) shape[i] = x->shape[i];
+    shape[x->ndim - 1] = s->O;
+    vnm_tensor *y = vnm_tensor_empty(ctx, VNM_DTYPE_F32, x->ndim, shape); /* [..., O] */
+    if (!y) return NULL;
+    int64_t T = s->I ? vnm_numel(x) / s->I : 0;
+    vnm_spmm_weight v = vnm_spmm_weight_of_host(&s->comp);
+    vnm_spmm_bias_fill((float *)y->data, b ? (const float *)b->data : NULL, T, s->O);
+    vnm_spmm_fwd(&v, (const float *)x->data, T, (float *)y->data);
+    vnm_tensor *in[3] = {x, s->w, b};
+    vnm_node *node = vnm_tape_record(ctx, op, srste_backward, y, 3, in);
+    if (node) {
+        node->extra = s;
+        node->iarg[0] = T;
+    }
+    return y;
+}
+
+vnm_sparse_weight *vnm_srste_freeze(vnm_ctx *ctx, vnm_srste *s, const char *name)
+{
+    if (s->mask_step < 0 && refresh(ctx, s, 0) != VNM_OK) return NULL;
+    char err[256];
+    if (vnm_sparse_compress(s->pat, (const float *)s->w->data, s->mask, s->O, s->I, NULL, NULL,
+                            &s->comp, err, sizeof err) != VNM_OK) {
+        vnm_ctx_fail(ctx, VNM_ERR_RUNTIME, "srste: compression failed: %s", err);
+        return NULL;
+    }
+    return vnm_sparse_weight_new(ctx, &s->comp, name);
+}

@@ -1,0 +1,11 @@
+/* sparse/internal.h — what the sparse ops share and nothing outside sparse/ includes. */
+#ifndef VNM_SPARSE_INTERNAL_H
+#define VNM_SPARSE_INTERNAL_H
+
+#include "kernels.h"
+
+/* Argument checks of the sparse-linear ops: cpu context, x f32 [..., I], b NULL or f32 [O]. */
+bool vnm_sparse_linear_check(vnm_ctx *ctx, const char *op, const vnm_tensor *x, int64_t O,
+                             int64_t I, const vnm_tensor *b);
+
+#endif
