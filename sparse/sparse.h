@@ -26,6 +26,18 @@ const char *vnm_pattern_str(vnm_pattern p, char *buf, size_t len); /* "64:2:5" *
 double vnm_pattern_density(vnm_pattern p);                         /* 2/M */
 double vnm_pattern_kappa(vnm_pattern p); /* mask diversity (ln C(M,4) + V·ln 6)/(V·M) */
 
+/* Heuristic V/M selection (METHOD §3): candidates with their measured speedup over dense. */
+typedef struct {
+    vnm_pattern pat;
+    double speedup; /* measured: dense time / sparse time for the workload */
+    double kappa;   /* filled by vnm_vm_choose */
+    bool kept;      /* speedup ≥ the requirement; filled by vnm_vm_choose */
+} vnm_vm_candidate;
+
+/* Phase 2 of the rule: among candidates whose speedup reaches `required`, the largest κ, ties to
+ * the larger V. Returns the chosen index, or -1 when no candidate is fast enough. */
+int vnm_vm_choose(vnm_vm_candidate *cands, int n, double required);
+
 /* ---- scores and calibration (METHOD §2.1) ---- */
 typedef enum { VNM_SCORE_MAGNITUDE, VNM_SCORE_RIA } vnm_score_kind;
 vnm_status vnm_score_parse(const char *name, vnm_score_kind *out, char *err, size_t err_len);
