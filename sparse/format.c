@@ -2,25 +2,11 @@
  * compression from a dense weight and a (possibly permuted) mask, decompression back to the dense
  * masked weight, and the structure validator. The form is the host/checkpoint/test oracle; the
  * kernels (sparse/kernels.h) read it directly and device layouts are derived from it. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "sparse.h"
-
-static vnm_status fail(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static vnm_status fail(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return VNM_ERR_INPUT;
-}
+#include "internal.h"
 
 /* Slot code of the ordered pair (s0, s1): the mma.sp ordered-metadata nibble. */
 #define SLOT_CODE(s0, s1) ((uint8_t)((s0) | (s1) << 2))
@@ -80,12 +66,12 @@ static vnm_status check_perm(const char *what, const int32_t *perm, int64_t n, i
     for (int64_t k = 0; k < n; k++) seen[k] = -1;
     for (int64_t k = 0; k < n; k++) {
         if (perm[k] < 0 || perm[k] >= n)
-            return fail(err, err_len,
+            return vnm_sparse_fail(err, err_len,
                         "compress: %s is not a permutation of 0..%lld: %s[%lld] = %d is out of "
                         "range",
                         what, (long long)(n - 1), what, (long long)k, perm[k]);
         if (seen[perm[k]] >= 0)
-            return fail(err, err_len,
+            return vnm_sparse_fail(err, err_len,
                         "compress: %s is not a permutation of 0..%lld: value %d appears at "
                         "positions %lld and %lld",
                         what, (long long)(n - 1), perm[k], (long long)seen[perm[k]], (long long)k);
@@ -130,14 +116,14 @@ vnm_status vnm_sparse_compress(vnm_pattern p, const float *W, const uint8_t *mas
                                int64_t I, const int32_t *perm_out, const int32_t *perm_in,
                                vnm_sparse_host *out, char *err, size_t err_len)
 {
-    if (!out) return fail(err, err_len, "compress: out is NULL");
+    if (!out) return vnm_sparse_fail(err, err_len, "compress: out is NULL");
     *out = (vnm_sparse_host){0};
-    if (!W || !mask) return fail(err, err_len, "compress: W and mask must not be NULL");
+    if (!W || !mask) return vnm_sparse_fail(err, err_len, "compress: W and mask must not be NULL");
     char msg[512];
     if (vnm_mask_validate(p, mask, O, I, msg, sizeof msg) != VNM_OK)
-        return fail(err, err_len, "compress: %s", msg);
+        return vnm_sparse_fail(err, err_len, "compress: %s", msg);
     if (O > INT32_MAX || I > INT32_MAX)
-        return fail(err, err_len, "compress: shape [%lld, %lld] exceeds int32 indices",
+        return vnm_sparse_fail(err, err_len, "compress: shape [%lld, %lld] exceeds int32 indices",
                     (long long)O, (long long)I);
     int64_t *seen = malloc((size_t)(O > I ? O : I) * sizeof *seen);
     if (!seen) return VNM_ERR_RUNTIME;
@@ -186,20 +172,20 @@ static vnm_status validate_shape(const vnm_sparse_host *w, char *err, size_t err
     vnm_pattern q;
     if (vnm_pattern_parse(vnm_pattern_str(w->pat, text, sizeof text), &q, msg, sizeof msg) !=
         VNM_OK)
-        return fail(err, err_len, "sparse weight: %s", msg);
+        return vnm_sparse_fail(err, err_len, "sparse weight: %s", msg);
     if (w->O < 1 || w->I < 1)
-        return fail(err, err_len, "sparse weight: shape [%lld, %lld] must have positive sizes",
+        return vnm_sparse_fail(err, err_len, "sparse weight: shape [%lld, %lld] must have positive sizes",
                     (long long)w->O, (long long)w->I);
     int64_t O_pad = round_up(w->O, w->pat.V), G = (w->I + w->pat.M - 1) / w->pat.M;
     if (w->O_pad != O_pad || w->G != G || w->Gp != round_up(G, 8))
-        return fail(err, err_len,
+        return vnm_sparse_fail(err, err_len,
                     "sparse weight %s [%lld, %lld]: O_pad = %lld, G = %lld, Gp = %lld (expected "
                     "%lld, %lld, %lld)",
                     text, (long long)w->O, (long long)w->I, (long long)w->O_pad, (long long)w->G,
                     (long long)w->Gp, (long long)O_pad, (long long)G,
                     (long long)round_up(G, 8));
     if (!w->vals || !w->slots || !w->cols || !w->rows)
-        return fail(err, err_len, "sparse weight: missing vals, slots, cols or rows array");
+        return vnm_sparse_fail(err, err_len, "sparse weight: missing vals, slots, cols or rows array");
     return VNM_OK;
 }
 
@@ -211,17 +197,17 @@ static vnm_status validate_rows(const vnm_sparse_host *w, int64_t *seen, char *e
     for (int64_t o = 0; o < w->O_pad; o++) {
         int32_t r = w->rows[o];
         if (o >= w->O && r != -1)
-            return fail(err, err_len,
+            return vnm_sparse_fail(err, err_len,
                         "sparse weight: padding row %lld has rows[] = %d (expected -1)",
                         (long long)o, r);
         if (o >= w->O) continue;
         if (r < 0 || r >= w->O)
-            return fail(err, err_len,
+            return vnm_sparse_fail(err, err_len,
                         "sparse weight: rows is not a permutation of 0..%lld: rows[%lld] = %d is "
                         "out of range",
                         (long long)(w->O - 1), (long long)o, r);
         if (seen[r] >= 0)
-            return fail(err, err_len,
+            return vnm_sparse_fail(err, err_len,
                         "sparse weight: rows is not a permutation of 0..%lld: output row %d is "
                         "stored at rows %lld and %lld",
                         (long long)(w->O - 1), r, (long long)seen[r], (long long)o);
@@ -250,12 +236,12 @@ static vnm_status validate_cols(const vnm_sparse_host *w, int64_t *owner, char *
                 else if (t > n) why = "follows an unused slot (-1)";
                 else if (t > 0 && c <= blk[t - 1]) why = "is not above the previous column";
                 if (why)
-                    return fail(err, err_len,
+                    return vnm_sparse_fail(err, err_len,
                                 "sparse weight: block %lld, group %lld: column %d in slot %d %s "
                                 "(cols must be ascending input indices in [0, %lld), -1 after)",
                                 (long long)b, (long long)g, c, t, why, (long long)w->I);
                 if (owner[c] >= b * Gp)
-                    return fail(err, err_len,
+                    return vnm_sparse_fail(err, err_len,
                                 "sparse weight: block %lld: input column %d appears in groups "
                                 "%lld and %lld",
                                 (long long)b, c, (long long)(owner[c] - b * Gp), (long long)g);
@@ -264,7 +250,7 @@ static vnm_status validate_cols(const vnm_sparse_host *w, int64_t *owner, char *
             }
             int width = g < w->G ? group_width(w->pat, w->I, g) : 0;
             if (n > width)
-                return fail(err, err_len,
+                return vnm_sparse_fail(err, err_len,
                             "sparse weight: block %lld, group %lld holds %d columns; its width "
                             "is %d%s",
                             (long long)b, (long long)g, n, width,
@@ -283,7 +269,7 @@ static vnm_status validate_slots(const vnm_sparse_host *w, char *err, size_t err
             uint8_t code = w->slots[o * Gp + g];
             int s0 = code & 3, s1 = (code >> 2) & 3;
             if (code >> 4 || s0 >= s1)
-                return fail(err, err_len,
+                return vnm_sparse_fail(err, err_len,
                             "sparse weight: row %lld, group %lld: slot code 0x%x (s0 = %d, "
                             "s1 = %d; need s0 < s1 < 4)",
                             (long long)o, (long long)g, code, s0, s1);
@@ -294,7 +280,7 @@ static vnm_status validate_slots(const vnm_sparse_host *w, char *err, size_t err
             for (int k = 0; k < 2; k++) {
                 int32_t c = blk[k ? s1 : s0];
                 if ((!real || c < 0) && v[k] != 0.0f)
-                    return fail(err, err_len,
+                    return vnm_sparse_fail(err, err_len,
                                 "sparse weight: row %lld, group %lld: value %g in slot %d must be "
                                 "zero (%s)",
                                 (long long)o, (long long)g, (double)v[k], k ? s1 : s0,
@@ -304,7 +290,7 @@ static vnm_status validate_slots(const vnm_sparse_host *w, char *err, size_t err
             int want = g < w->G ? group_width(w->pat, w->I, g) : 0;
             want = want < 2 ? want : 2;
             if (real && kept != want)
-                return fail(err, err_len,
+                return vnm_sparse_fail(err, err_len,
                             "sparse weight: row %lld, group %lld keeps %d columns (expected %d)",
                             (long long)o, (long long)g, kept, want);
         }
@@ -313,7 +299,7 @@ static vnm_status validate_slots(const vnm_sparse_host *w, char *err, size_t err
 
 vnm_status vnm_sparse_validate(const vnm_sparse_host *w, char *err, size_t err_len)
 {
-    if (!w) return fail(err, err_len, "sparse weight: NULL");
+    if (!w) return vnm_sparse_fail(err, err_len, "sparse weight: NULL");
     vnm_status st = validate_shape(w, err, err_len);
     if (st != VNM_OK) return st;
     int64_t *scratch = malloc((size_t)(w->O > w->I ? w->O : w->I) * sizeof *scratch);

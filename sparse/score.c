@@ -2,32 +2,18 @@
  * importance of a weight within its input column and its output row, times the input channel's
  * activation RMS to the power a). Sums run in double in a fixed order. */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "sparse.h"
-
-static vnm_status fail(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static vnm_status fail(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return VNM_ERR_INPUT;
-}
+#include "internal.h"
 
 vnm_status vnm_score_parse(const char *name, vnm_score_kind *out, char *err, size_t err_len)
 {
     if (name && out && strcmp(name, "magnitude") == 0) *out = VNM_SCORE_MAGNITUDE;
     else if (name && out && strcmp(name, "ria") == 0) *out = VNM_SCORE_RIA;
     else
-        return fail(err, err_len, "score '%s': unknown (expected 'magnitude' or 'ria')",
+        return vnm_sparse_fail(err, err_len, "score '%s': unknown (expected 'magnitude' or 'ria')",
                     name ? name : "(null)");
     return VNM_OK;
 }
@@ -78,27 +64,27 @@ static vnm_status ria(const float *W, int64_t O, int64_t I, const double *act_rm
 vnm_status vnm_score_compute(vnm_score_kind kind, const float *W, int64_t O, int64_t I,
                              const double *act_rms, double a, float *S, char *err, size_t err_len)
 {
-    if (!W || !S) return fail(err, err_len, "score: W and S must not be NULL");
+    if (!W || !S) return vnm_sparse_fail(err, err_len, "score: W and S must not be NULL");
     if (O < 1 || I < 1)
-        return fail(err, err_len, "score: weight shape [%lld, %lld] must have positive sizes",
+        return vnm_sparse_fail(err, err_len, "score: weight shape [%lld, %lld] must have positive sizes",
                     (long long)O, (long long)I);
     if (kind == VNM_SCORE_MAGNITUDE) {
 #pragma omp parallel for schedule(static) if (O * I > 65536)
         for (int64_t k = 0; k < O * I; k++) S[k] = fabsf(W[k]);
         return VNM_OK;
     }
-    if (kind != VNM_SCORE_RIA) return fail(err, err_len, "score: unknown score kind %d", (int)kind);
+    if (kind != VNM_SCORE_RIA) return vnm_sparse_fail(err, err_len, "score: unknown score kind %d", (int)kind);
     if (!act_rms)
-        return fail(err, err_len,
+        return vnm_sparse_fail(err, err_len,
                     "score 'ria': needs the activation RMS of each of the %lld input channels "
                     "(run calibration first; act_rms is NULL)",
                     (long long)I);
     if (!(a >= 0.0) || !isfinite(a))
-        return fail(err, err_len, "score 'ria': exponent a = %g (expected a finite value >= 0)",
+        return vnm_sparse_fail(err, err_len, "score 'ria': exponent a = %g (expected a finite value >= 0)",
                     a);
     for (int64_t i = 0; i < I; i++)
         if (!(act_rms[i] >= 0.0) || !isfinite(act_rms[i]))
-            return fail(err, err_len,
+            return vnm_sparse_fail(err, err_len,
                         "score 'ria': act_rms[%lld] = %g (expected a finite value >= 0)",
                         (long long)i, act_rms[i]);
     if (ria(W, O, I, act_rms, a, S) != VNM_OK) {

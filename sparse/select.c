@@ -7,25 +7,11 @@
  * first set in lexicographic order), so the mask depends on S only. */
 #include <math.h>
 #include <omp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "sparse.h"
-
-static vnm_status fail(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static vnm_status fail(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return VNM_ERR_INPUT;
-}
+#include "internal.h"
 
 /* The pattern rules and their messages live in the parser. */
 static vnm_status check_pattern(vnm_pattern p, char *err, size_t err_len)
@@ -40,7 +26,7 @@ vnm_status vnm_selector_parse(const char *name, vnm_selector *out, char *err, si
     if (name && out && strcmp(name, "l1") == 0) *out = VNM_SELECT_L1;
     else if (name && out && strcmp(name, "exhaustive") == 0) *out = VNM_SELECT_EXHAUSTIVE;
     else
-        return fail(err, err_len, "selector '%s': unknown (expected 'l1' or 'exhaustive')",
+        return vnm_sparse_fail(err, err_len, "selector '%s': unknown (expected 'l1' or 'exhaustive')",
                     name ? name : "(null)");
     return VNM_OK;
 }
@@ -142,7 +128,7 @@ static void select_block_group(vnm_selector sel, const float *s, uint8_t *m, int
 static vnm_status check_shape(const char *what, int64_t O, int64_t I, char *err, size_t err_len)
 {
     if (O < 1 || I < 1)
-        return fail(err, err_len, "%s: shape [O, I] = [%lld, %lld] must have positive sizes",
+        return vnm_sparse_fail(err, err_len, "%s: shape [O, I] = [%lld, %lld] must have positive sizes",
                     what, (long long)O, (long long)I);
     return VNM_OK;
 }
@@ -153,9 +139,9 @@ vnm_status vnm_mask_select(vnm_pattern p, vnm_selector sel, const float *S, int6
     vnm_status st = check_pattern(p, err, err_len);
     if (st == VNM_OK) st = check_shape("mask_select", O, I, err, err_len);
     if (st != VNM_OK) return st;
-    if (!S || !mask) return fail(err, err_len, "mask_select: S and mask must not be NULL");
+    if (!S || !mask) return vnm_sparse_fail(err, err_len, "mask_select: S and mask must not be NULL");
     if (sel != VNM_SELECT_L1 && sel != VNM_SELECT_EXHAUSTIVE)
-        return fail(err, err_len, "mask_select: unknown selector %d", (int)sel);
+        return vnm_sparse_fail(err, err_len, "mask_select: unknown selector %d", (int)sel);
     int64_t V = p.V, M = p.M;
     int64_t blocks = (O + V - 1) / V, G = (I + M - 1) / M;
     bool parallel = O * I > 32768;
@@ -185,10 +171,10 @@ vnm_status vnm_mask_validate(vnm_pattern p, const uint8_t *mask, int64_t O, int6
     vnm_status st = check_pattern(p, err, err_len);
     if (st == VNM_OK) st = check_shape("mask", O, I, err, err_len);
     if (st != VNM_OK) return st;
-    if (!mask) return fail(err, err_len, "mask: NULL");
+    if (!mask) return vnm_sparse_fail(err, err_len, "mask: NULL");
     for (int64_t k = 0; k < O * I; k++)
         if (mask[k] > 1)
-            return fail(err, err_len, "mask: row %lld, column %lld holds %u (expected 0 or 1)",
+            return vnm_sparse_fail(err, err_len, "mask: row %lld, column %lld holds %u (expected 0 or 1)",
                         (long long)(k / I), (long long)(k % I), (unsigned)mask[k]);
     int64_t V = p.V, M = p.M;
     int64_t blocks = (O + V - 1) / V, G = (I + M - 1) / M;
@@ -210,7 +196,7 @@ vnm_status vnm_mask_validate(vnm_pattern p, const uint8_t *mask, int64_t O, int6
                         break;
                     }
             if (n_used > 4)
-                return fail(err, err_len,
+                return vnm_sparse_fail(err, err_len,
                             "mask: block %lld (rows %lld..%lld), group %lld (columns %lld..%lld) "
                             "keeps %d distinct columns (%s); a block keeps at most 4",
                             (long long)b, (long long)o0, (long long)(o0 + rows - 1), (long long)g,
@@ -220,7 +206,7 @@ vnm_status vnm_mask_validate(vnm_pattern p, const uint8_t *mask, int64_t O, int6
                 int kept = 0;
                 for (int k = 0; k < w; k++) kept += m[r * I + k];
                 if (kept != want)
-                    return fail(err, err_len,
+                    return vnm_sparse_fail(err, err_len,
                                 "mask: row %lld, group %lld (columns %lld..%lld) keeps %d "
                                 "weights; expected %d%s",
                                 (long long)(o0 + r), (long long)g, (long long)c0,

@@ -505,7 +505,9 @@ static void test_exhaustive_speed_3072x768(void **state)
     printf("# exhaustive 64:2:8 on [3072, 768]: %.3f s with %d threads\n", s,
            omp_get_max_threads());
     assert_valid(p, m, O, I);
+#if defined(__OPTIMIZE__) && !defined(__SANITIZE_ADDRESS__) /* unoptimised builds only report */
     assert_true(s < 1.0);
+#endif
     free(m);
     free(S);
 }
