@@ -17,34 +17,20 @@
  * contribution is computed once per slot, so a candidate costs O(V) (input) or O(M) (output). */
 #include <math.h>
 #include <omp.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "sparse.h"
+#include "internal.h"
 
 #define MAX_M 64       /* the parser's bound on M: group-sized arrays live on the stack */
 #define CACHE_SETS 16  /* column sets remembered per (block, group) in the l1 output gains */
 #define PAR_WORK 32768 /* below this much work a loop runs on one thread */
 
-static vnm_status fail(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static vnm_status fail(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return VNM_ERR_INPUT;
-}
-
 static vnm_status out_of_memory(char *err, size_t err_len)
 {
-    fail(err, err_len, "permute_search: out of memory");
+    vnm_sparse_fail(err, err_len, "permute_search: out of memory");
     return VNM_ERR_RUNTIME;
 }
 
@@ -882,20 +868,20 @@ vnm_status vnm_permute_search(vnm_pattern p, const float *S, int64_t O, int64_t 
     if (st != VNM_OK) return st;
     vnm_permute_opts o = opts ? *opts : (vnm_permute_opts){2, 0, VNM_SELECT_L1};
     if (O < 1 || I < 1 || O > INT32_MAX || I > INT32_MAX)
-        return fail(err, err_len,
+        return vnm_sparse_fail(err, err_len,
                     "permute_search: shape [O, I] = [%lld, %lld] must have sizes in 1..%d",
                     (long long)O, (long long)I, INT32_MAX);
     if (!S || !perm_out || !perm_in)
-        return fail(err, err_len, "permute_search: S, perm_out and perm_in must not be NULL");
+        return vnm_sparse_fail(err, err_len, "permute_search: S, perm_out and perm_in must not be NULL");
     if (o.rounds < 0 || o.chunk < 0)
-        return fail(err, err_len,
+        return vnm_sparse_fail(err, err_len,
                     "permute_search: rounds (%d) and chunk (%lld) must be >= 0 (0 chunk: none)",
                     o.rounds, (long long)o.chunk);
     if (o.selector != VNM_SELECT_L1 && o.selector != VNM_SELECT_EXHAUSTIVE)
-        return fail(err, err_len, "permute_search: unknown selector %d", (int)o.selector);
+        return vnm_sparse_fail(err, err_len, "permute_search: unknown selector %d", (int)o.selector);
     for (int64_t k = 0; k < O * I; k++)
         if (!(S[k] >= 0.0f) || isinf(S[k]))
-            return fail(err, err_len,
+            return vnm_sparse_fail(err, err_len,
                         "permute_search: S[%lld][%lld] = %g; scores must be finite and >= 0",
                         (long long)(k / I), (long long)(k % I), (double)S[k]);
 

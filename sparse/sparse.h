@@ -82,7 +82,8 @@ double vnm_mask_kept_score(const uint8_t *mask, const float *S, int64_t n);
 
 /* ---- channel permutation (METHOD §4) ---- */
 /* Linear sum assignment (Jonker–Volgenant): the permutation col_of_row[n] minimising
- * Σ cost[r][col_of_row[r]] over an n×n cost matrix. O(n³). */
+ * Σ cost[r][col_of_row[r]] over an n×n cost matrix. O(n³). VNM_ERR_INPUT for NaN/inf costs,
+ * n < 0 or NULL pointers (n = 0 accepts NULL); VNM_ERR_RUNTIME when out of memory. */
 vnm_status vnm_lsa_solve(const double *cost, int64_t n, int32_t *col_of_row);
 
 typedef struct {
@@ -92,8 +93,10 @@ typedef struct {
 } vnm_permute_opts;
 
 /* perm_out[O] and perm_in[I] (position in the permuted layer → original index) maximising the
- * score kept by the V:N:M mask of the permuted scores. kept_before / kept_after report it for the
- * identity and for the result; the result never keeps less than the identity. */
+ * score kept by the V:N:M mask of the permuted scores. kept_before / kept_after (may be NULL)
+ * report it for the identity and for the result; the result never keeps less than the identity,
+ * and is the identity when nothing is gained. opts NULL means 2 rounds, no chunking, l1; a chunk
+ * is rounded down to whole groups (inputs) and blocks (outputs). S must be finite and ≥ 0. */
 vnm_status vnm_permute_search(vnm_pattern p, const float *S, int64_t O, int64_t I,
                               const vnm_permute_opts *opts, int32_t *perm_out, int32_t *perm_in,
                               double *kept_before, double *kept_after, char *err, size_t err_len);
