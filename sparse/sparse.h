@@ -101,7 +101,13 @@ vnm_status vnm_permute_search(vnm_pattern p, const float *S, int64_t O, int64_t 
                               const vnm_permute_opts *opts, int32_t *perm_out, int32_t *perm_in,
                               double *kept_before, double *kept_after, char *err, size_t err_len);
 
-/* ---- canonical compressed form (METHOD §7) ---- */
+/* ---- canonical compressed form (METHOD §7) ----
+ * On disk (checkpoints, DESIGN.md "Checkpoint"): a group /sparse/<name>/ holding the four arrays
+ * as datasets of exactly these shapes and types, little-endian — vals f32 [O_pad, Gp, 2],
+ * slots u8 [O_pad, Gp], cols i32 [O_pad/V, Gp, 4], rows i32 [O_pad] — with attributes
+ * pattern ("V:N:M"), O, I, score ("magnitude" | "ria") and permuted (0 | 1). A permuted layer also
+ * stores perm_out i32 [O] (= rows[0:O]) and perm_in i32 [I] for inspection and export; loading
+ * needs only the four arrays, which vnm_sparse_validate checks before use. */
 typedef struct {
     vnm_pattern pat;
     int64_t O, I;   /* logical shape of W */

@@ -7,6 +7,9 @@
 #include "../autograd/autograd.h"
 #include "bench.h"
 
+/* train/bench_spmm.c (its declaration belongs in bench.h beside vnm_bench_ops) */
+int vnm_bench_spmm(const vnm_bench_opts *opts);
+
 static const char usage[] =
     "usage: vnm <command> [options]\n"
     "\n"
@@ -14,6 +17,7 @@ static const char usage[] =
     "\n"
     "commands:\n"
     "  bench ops [--threads N] [--reps N]   linear forward+backward vs raw OpenBLAS sgemm\n"
+    "  bench spmm [--threads N] [--reps N]  V:N:M sparse products vs dense OpenBLAS sgemm\n"
     "\n"
     "options:\n"
     "  --help       this text (also: vnm <command> --help)\n"
@@ -22,7 +26,11 @@ static const char usage[] =
     "exit codes: 0 ok, 1 runtime failure, 2 bad input\n";
 
 static const char bench_usage[] =
-    "usage: vnm bench ops [--threads N] [--reps N]\n"
+    "usage: vnm bench ops|spmm [--threads N] [--reps N]\n"
+    "\n"
+    "  ops    linear forward+backward through the tape vs raw OpenBLAS sgemm\n"
+    "  spmm   CPU forward, dX, dW of compressed V:N:M weights vs the dense OpenBLAS sgemm of\n"
+    "         each product, and weights+grads+AdamW bytes vs dense\n"
     "\n"
     "Prints one JSON object per measurement on stdout (bench, case, value, unit, baseline,\n"
     "baseline_value, ratio; ratio > 1 means faster than the baseline measured in the same run)\n"
@@ -66,7 +74,8 @@ static int cmd_bench(int argc, char **argv)
         if (rc) return rc;
     }
     if (!strcmp(argv[0], "ops")) return vnm_bench_ops(&opts);
-    fprintf(stderr, "vnm bench: unknown suite '%s' (available: ops)\n", argv[0]);
+    if (!strcmp(argv[0], "spmm")) return vnm_bench_spmm(&opts);
+    fprintf(stderr, "vnm bench: unknown suite '%s' (available: ops, spmm)\n", argv[0]);
     return 2;
 }
 
