@@ -203,10 +203,11 @@ static void check_exact(const shape *s, uint64_t key)
 static const shape exact_shapes[] = {
     {"16:2:4", 37, 50, 45, false, false},    /* tail group of 1 column, 2 padding rows */
     {"64:2:5", 70, 150, 203, false, false},  /* tail of 3 columns */
-    {"64:2:8", 300, 100, 333, false, false}, /* tail of 5; several token blocks and tiles */
-    {"128:2:5", 53, 130, 402, false, false}, /* tail of 2; several slab chunks */
+    {"64:2:8", 300, 100, 333, false, false}, /* tail of 5; several token tiles and groups */
+    {"128:2:5", 53, 130, 402, false, false}, /* tail of 2; several chunks of groups */
     {"32:2:7", 129, 97, 257, false, false},
-    {"64:2:5", 45, 129, 211, true, true}, /* input and output permutations */
+    {"256:2:5", 300, 300, 64, false, false}, /* dW: 2 token blocks; 212 padding rows */
+    {"64:2:5", 45, 129, 211, true, true},    /* input and output permutations */
     {"32:2:7", 33, 64, 70, true, false},
     {"16:2:4", 96, 32, 64, false, true}, /* everything divides */
 };
@@ -339,7 +340,7 @@ static void test_fp32_bound_random_inputs(void **state)
 static void test_thread_count_independent(void **state)
 {
     (void)state;
-    const shape s = {"64:2:5", 530, 200, 333, true, true};
+    const shape s = {"64:2:5", 530, 150, 333, true, true}; /* 3 row blocks: split for 2 */
     rng r = {.key = 500};
     test_weight tw;
     make_weight(&tw, &s, false, &r);
@@ -366,7 +367,8 @@ static void test_thread_count_independent(void **state)
     free_weight(&tw);
 }
 
-/* dvals at padding rows and at slots naming a -1 column keep their bits; live ones change. */
+/* dvals at padding rows and at slots naming a -1 column keep their bits, even -0.0 (which adding
+ * a zero would turn into +0.0); live ones change. */
 static void test_padding_dvals_untouched(void **state)
 {
     (void)state;
@@ -380,16 +382,19 @@ static void test_padding_dvals_untouched(void **state)
         vnm_spmm_force_portable(portable);
         const int64_t n = w->O_pad * w->Gp * 2;
         float *dv = malloc((size_t)n * sizeof *dv);
-        for (int64_t i = 0; i < n; i++) dv[i] = 0.5f;
+        for (int64_t o = 0; o < w->O_pad; o++)
+            for (int64_t g = 0; g < w->Gp; g++)
+                for (int k = 0; k < 2; k++)
+                    dv[(o * w->Gp + g) * 2 + k] =
+                        w->rows[o] < 0 || kept_col(w, o, g, k) < 0 ? -0.0f : 0.5f;
         vnm_spmm_dw(w, dy, x, s.T, dv);
         int64_t live = 0, changed = 0;
         for (int64_t o = 0; o < w->O_pad; o++)
             for (int64_t g = 0; g < w->Gp; g++)
                 for (int k = 0; k < 2; k++) {
-                    const int32_t c = kept_col(w, o, g, k);
                     const float v = dv[(o * w->Gp + g) * 2 + k];
-                    if (w->rows[o] < 0 || c < 0) {
-                        if (memcmp(&v, &(float){0.5f}, sizeof v) != 0)
+                    if (w->rows[o] < 0 || kept_col(w, o, g, k) < 0) {
+                        if (memcmp(&v, &(float){-0.0f}, sizeof v) != 0)
                             fail_msg("padding dvals[%lld][%lld][%d] changed to %g", (long long)o,
                                      (long long)g, k, (double)v);
                     } else {

@@ -50,13 +50,14 @@ static bool consecutive8(const int32_t *map, int64_t j0, int64_t n, int32_t *m0)
     return true;
 }
 
+/* Rows j0 … j1-1, tokens w0 … w1-1 of a tile, element by element. */
 static void pack_rows_scalar(const float *a, int64_t ld, int64_t nt, const int32_t *map,
-                             int64_t j0, int64_t j1, int W, float *dst)
+                             int64_t j0, int64_t j1, int w0, int w1, int W, float *dst)
 {
     for (int64_t j = j0; j < j1; j++) {
         int64_t m = map ? map[j] : j;
         float *d = dst + j * W;
-        for (int w = 0; w < W; w++) d[w] = (w < nt && m >= 0) ? a[w * ld + m] : 0.0f;
+        for (int w = w0; w < w1; w++) d[w] = (w < nt && m >= 0) ? a[w * ld + m] : 0.0f;
     }
 }
 
@@ -93,18 +94,24 @@ static inline __attribute__((always_inline)) VNM_AVX2 void transpose8(__m256 r[8
 static VNM_AVX2 void pack_tile_avx2(const float *a, int64_t ld, int64_t nt, const int32_t *map,
                                     int64_t n, int W, float *dst)
 {
-    for (int64_t j0 = 0; j0 < n; j0 += 8) {
-        int32_t m0;
-        if (!consecutive8(map, j0, n, &m0)) {
-            pack_rows_scalar(a, ld, nt, map, j0, j0 + 8 < n ? j0 + 8 : n, W, dst);
-            continue;
-        }
-        for (int w0 = 0; w0 < W; w0 += 8) {
-            __m256 r[8];
-            for (int i = 0; i < 8; i++)
-                r[i] = w0 + i < nt ? _mm256_loadu_ps(a + (w0 + i) * ld + m0) : _mm256_setzero_ps();
-            transpose8(r);
-            for (int i = 0; i < 8; i++) _mm256_store_ps(dst + (j0 + i) * W + w0, r[i]);
+    /* Long tiles go 256 tokens at a time: the source rows of a slice stream in order and stay
+     * within the TLB's reach. */
+    for (int wb = 0; wb < W; wb += 256) {
+        const int we = W - wb < 256 ? W : wb + 256;
+        for (int64_t j0 = 0; j0 < n; j0 += 8) {
+            int32_t m0;
+            if (!consecutive8(map, j0, n, &m0)) {
+                pack_rows_scalar(a, ld, nt, map, j0, j0 + 8 < n ? j0 + 8 : n, wb, we, W, dst);
+                continue;
+            }
+            for (int w0 = wb; w0 < we; w0 += 8) {
+                __m256 r[8];
+                for (int i = 0; i < 8; i++)
+                    r[i] = w0 + i < nt ? _mm256_loadu_ps(a + (w0 + i) * ld + m0)
+                                       : _mm256_setzero_ps();
+                transpose8(r);
+                for (int i = 0; i < 8; i++) _mm256_store_ps(dst + (j0 + i) * W + w0, r[i]);
+            }
         }
     }
 }
@@ -119,38 +126,41 @@ static VNM_AVX2 void unpack_add_avx2(const float *src, int W, int64_t nt, const 
             continue;
         }
         for (int w0 = 0; w0 < nt; w0 += 8) {
-            __m256 r[8];
+            const int n = nt - w0 < 8 ? (int)(nt - w0) : 8;
+            __m256 r[8], d[8];
             for (int i = 0; i < 8; i++) r[i] = _mm256_load_ps(src + (j0 + i) * W + w0);
             transpose8(r);
-            for (int i = 0; i < 8 && w0 + i < nt; i++) {
-                float *d = dst + (w0 + i) * ld + m0;
-                _mm256_storeu_ps(d, _mm256_add_ps(_mm256_loadu_ps(d), r[i]));
-            }
+            /* All loads before any store: token rows often lie a multiple of 4 KiB apart, and a
+             * load behind a store with the same low address bits waits for it. */
+            for (int i = 0; i < n; i++) d[i] = _mm256_loadu_ps(dst + (w0 + i) * ld + m0);
+            for (int i = 0; i < n; i++)
+                _mm256_storeu_ps(dst + (w0 + i) * ld + m0, _mm256_add_ps(d[i], r[i]));
         }
     }
 }
 #endif
 
+void vnm_spmm_pack_tile(const float *a, int64_t ld, int64_t nt, const int32_t *map, int64_t n,
+                        int64_t rows, int W, float *dst)
+{
+#if VNM_SPMM_X86
+    if (vnm_spmm_use_avx2())
+        pack_tile_avx2(a, ld, nt, map, n, W, dst);
+    else
+#endif
+        for (int64_t j0 = 0; j0 < n; j0 += 8)
+            pack_rows_scalar(a, ld, nt, map, j0, j0 + 8 < n ? j0 + 8 : n, 0, W, W, dst);
+    memset(dst + n * W, 0, (size_t)((rows - n) * W) * sizeof(float));
+}
+
 void vnm_spmm_pack(const float *a, int64_t T, int64_t ld, const int32_t *map, int64_t n,
                    int64_t rows, int W, int64_t stride, float *dst)
 {
-    int64_t ntiles = (T + W - 1) / W;
-    bool avx2 = vnm_spmm_use_avx2();
+    const int64_t ntiles = (T + W - 1) / W;
 #pragma omp parallel for schedule(static) if (T * n > 65536)
-    for (int64_t k = 0; k < ntiles; k++) {
-        const float *src = a + k * W * ld;
-        int64_t nt = T - k * W < W ? T - k * W : W;
-        float *d = dst + k * stride;
-#if VNM_SPMM_X86
-        if (avx2)
-            pack_tile_avx2(src, ld, nt, map, n, W, d);
-        else
-#endif
-            for (int64_t j0 = 0; j0 < n; j0 += 8)
-                pack_rows_scalar(src, ld, nt, map, j0, j0 + 8 < n ? j0 + 8 : n, W, d);
-        memset(d + n * W, 0, (size_t)((rows - n) * W) * sizeof(float));
-    }
-    (void)avx2;
+    for (int64_t k = 0; k < ntiles; k++)
+        vnm_spmm_pack_tile(a + k * W * ld, ld, T - k * W < W ? T - k * W : W, map, n, rows, W,
+                           dst + k * stride);
 }
 
 void vnm_spmm_unpack_add(const float *src, int W, int64_t nt, const int32_t *map, int64_t n,

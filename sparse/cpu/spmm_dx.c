@@ -1,7 +1,8 @@
 /* sparse/cpu/spmm_dx.c — input gradient dx[T][I] += dy[T][O]·W of a compressed weight.
  *
- * dy is packed into tiles of TT tokens with the stored-row order applied (row o holds dy column
- * rows[o], zeros for padding rows), so a row block's dy is one contiguous [V][TT] slab. Within
+ * Each work item packs the dy of its tiles of TT tokens with the stored-row order applied (row o
+ * holds dy column rows[o], zeros for padding rows), so a row block's dy is one contiguous
+ * [V][TT] slab. Within
  * each (block, group) the rows are sorted by slot code into the 6 classes s0 < s1; the kernel
  * keeps the 4 slot accumulators [4][TT] in registers and walks the classes with the slots fixed
  * at compile time, so each row costs one dy load and 2/M of the dense FMAs with no per-element
@@ -118,9 +119,9 @@ void vnm_spmm_dx(const vnm_spmm_weight *w, const float *dy, int64_t T, float *dx
     uint8_t *order = malloc((size_t)(w->O_pad * gp));       /* [nb][gp][V] */
     uint16_t *start = malloc((size_t)(nb * nst) * sizeof *start);
     float *vs = vnm_spmm_alloc(w->O_pad * gp * 2);           /* [nb][gp][V][2] class order */
-    float *dyp = vnm_spmm_alloc(ntiles * dy_stride);         /* [ntiles][O_pad][TT] */
+    float *dyt = vnm_spmm_alloc(nthreads * NTG * dy_stride); /* [threads][NTG][O_pad][TT] */
     float *dxt = vnm_spmm_alloc(nthreads * NTG * dx_stride); /* [threads][NTG][I+1][TT] */
-    bool ok = order && start && vs && dyp && dxt;
+    bool ok = order && start && vs && dyt && dxt;
     if (ok) {
 #pragma omp parallel for schedule(static) reduction(&& : ok) if (parallel)
         for (int64_t b = 0; b < nb; b++)
@@ -131,12 +132,11 @@ void vnm_spmm_dx(const vnm_spmm_weight *w, const float *dy, int64_t T, float *dx
         free(order);
         free(start);
         free(vs);
-        free(dyp);
+        free(dyt);
         free(dxt);
         vnm_spmm_dx_ref(w, dy, T, dx);
         return;
     }
-    vnm_spmm_pack(dy, T, w->O, w->rows, w->O_pad, w->O_pad, TT, dy_stride, dyp);
     dx_kernel *kernel = dx_kernel_portable;
 #if VNM_SPMM_X86
     if (vnm_spmm_use_avx2()) kernel = dx_kernel_avx2;
@@ -144,11 +144,17 @@ void vnm_spmm_dx(const vnm_spmm_weight *w, const float *dy, int64_t T, float *dx
 #pragma omp parallel for schedule(static) if (parallel)
     for (int64_t item = 0; item < items; item++) {
         const int64_t k0 = item * NTG, nk = ntiles - k0 < NTG ? ntiles - k0 : NTG;
+        float *d = dyt + omp_get_thread_num() * NTG * dy_stride;
         float *acc = dxt + omp_get_thread_num() * NTG * dx_stride;
+        for (int64_t j = 0; j < nk; j++) {
+            const int64_t t0 = (k0 + j) * TT;
+            vnm_spmm_pack_tile(dy + t0 * w->O, w->O, T - t0 < TT ? T - t0 : TT, w->rows,
+                               w->O_pad, w->O_pad, TT, d + j * dy_stride);
+        }
         memset(acc, 0, (size_t)(nk * dx_stride) * sizeof(float));
         for (int64_t b = 0; b < nb; b++)
             for (int64_t j = 0; j < nk; j++)
-                kernel(dyp + (k0 + j) * dy_stride + b * V * TT, vs + b * gp * V * 2, gp,
+                kernel(d + j * dy_stride + b * V * TT, vs + b * gp * V * 2, gp,
                        w->cols + b * gp * 4, order + b * gp * V, start + b * nst, V,
                        acc + j * dx_stride, I_);
         for (int64_t j = 0; j < nk; j++) {
@@ -159,6 +165,6 @@ void vnm_spmm_dx(const vnm_spmm_weight *w, const float *dy, int64_t T, float *dx
     free(order);
     free(start);
     free(vs);
-    free(dyp);
+    free(dyt);
     free(dxt);
 }

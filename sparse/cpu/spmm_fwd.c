@@ -1,16 +1,16 @@
 /* sparse/cpu/spmm_fwd.c — forward product y[T][O] += x[T][I]·Wᵀ of a compressed weight.
  *
- * x is packed once into tiles of TT tokens (spmm_impl.h), so every input column is a contiguous
- * row of TT floats, with a zero row I for padding columns. The weights are repacked once per
+ * x is packed into tiles of TT tokens (spmm_impl.h), so every input column is a contiguous row
+ * of TT floats, with a zero row I for padding columns. The weights are repacked once per
  * call in kernel order: per row pair and group, the 4 values and the byte offsets of the x rows
  * they multiply (slot codes and block columns resolved). Each row adds its 2 values per group
  * times those rows ("gather-AXPY": only the 2/M kept products are computed, addressed without a
  * branch), TT tokens of both rows of a pair in registers; the x loads, not the FMAs, bound the
  * loop. Groups run in chunks of KC so the x rows a row block reads stay in L1 across its V rows;
- * partial sums wait in a buffer [TG][V][TT]. Tokens run in groups of TG tiles, whose packed x
- * stays in cache while every row block reads it; within a group OpenMP runs over row blocks,
- * each owning its outputs, so sums never depend on the thread count. Padding rows are computed
- * and never stored.
+ * partial sums wait in a buffer [TG][V][TT]. Tokens run in groups of TG tiles, packed just
+ * before use so that they stay in cache while every row block reads them; within a group
+ * OpenMP runs over (row block, tile range) items, each owning its outputs, so sums never depend
+ * on the thread count. Padding rows are computed and never stored.
  */
 #include <omp.h>
 #include <stdlib.h>
@@ -148,7 +148,7 @@ void vnm_spmm_fwd(const vnm_spmm_weight *w, const float *x, int64_t T, float *y)
     const int64_t stride = vnm_spmm_tile_stride(I_ + 1, TT); /* row I_: zeros */
     const bool parallel = T * w->O_pad * gp > 65536;
     const int nthreads = parallel ? omp_get_max_threads() : 1;
-    float *xp = vnm_spmm_alloc(ntiles * stride);                   /* [ntiles][I + 1][TT] */
+    float *xp = vnm_spmm_alloc(TG * stride);                       /* [TG][I + 1][TT] */
     pair_group *q = malloc((size_t)(nb * V / 2 * gp) * sizeof *q); /* [nb][chunk][V/2][ng] */
     float *acc = vnm_spmm_alloc(nthreads * TG * V * TT);           /* [threads][TG][V][TT] */
     if (!xp || !q || !acc || (I_ + 1) * TT * (int64_t)sizeof(float) > (int64_t)UINT32_MAX) {
@@ -158,31 +158,42 @@ void vnm_spmm_fwd(const vnm_spmm_weight *w, const float *x, int64_t T, float *y)
         vnm_spmm_fwd_ref(w, x, T, y);
         return;
     }
-    vnm_spmm_pack(x, T, I_, NULL, I_, I_ + 1, TT, stride, xp);
 #pragma omp parallel for schedule(static) if (parallel)
     for (int64_t b = 0; b < nb; b++) pack_block(w, b, q + b * V / 2 * gp);
+    /* A group's tiles split into ranges only where the row blocks alone would leave threads
+     * unbalanced. */
+    const int64_t parts = nb % nthreads == 0 || nb >= 4 * nthreads
+                              ? 1
+                              : ((4 * nthreads + nb - 1) / nb < TG ? (4 * nthreads + nb - 1) / nb
+                                                                    : TG);
     fwd_kernel *kernel = fwd_kernel_portable;
 #if VNM_SPMM_X86
     if (vnm_spmm_use_avx2()) kernel = fwd_kernel_avx2;
 #endif
     for (int64_t k0 = 0; k0 < ntiles; k0 += TG) {
-        const int64_t nk = ntiles - k0 < TG ? ntiles - k0 : TG;
+        const int64_t nk = ntiles - k0 < TG ? ntiles - k0 : TG, per = (nk + parts - 1) / parts;
+        vnm_spmm_pack(x + k0 * TT * I_, T - k0 * TT < nk * TT ? T - k0 * TT : nk * TT, I_, NULL,
+                      I_, I_ + 1, TT, stride, xp);
 #pragma omp parallel for schedule(static) if (parallel)
-        for (int64_t b = 0; b < nb; b++) {
-            float *c = acc + omp_get_thread_num() * TG * V * TT; /* [nk][V][TT] */
-            memset(c, 0, (size_t)(nk * V * TT) * sizeof(float));
-            /* Chunk outside the tiles: a chunk's weights serve all nk tiles from L1/L2. */
+        for (int64_t item = 0; item < nb * parts; item++) {
+            const int64_t b = item / parts, j0 = item % parts * per;
+            const int64_t j1 = j0 + per < nk ? j0 + per : nk;
+            if (j0 >= j1) continue;
+            const int64_t t0 = (k0 + j0) * TT, t1 = T < (k0 + j1) * TT ? T : (k0 + j1) * TT;
+            float *c = acc + omp_get_thread_num() * TG * V * TT; /* [j1 - j0][V][TT] */
+            memset(c, 0, (size_t)((j1 - j0) * V * TT) * sizeof(float));
+            /* Chunk outside the tiles: a chunk's weights serve all the tiles from L1/L2. */
             for (int64_t g0 = 0; g0 < gp; g0 += KC) {
                 if (g0 + KC >= gp) /* the last chunk: the outputs arrive as it runs */
-                    prefetch_outputs(w, b, k0 * TT, T < (k0 + nk) * TT ? T : (k0 + nk) * TT, y);
-                for (int64_t j = 0; j < nk; j++)
-                    kernel(xp + (k0 + j) * stride, q + (b * gp + g0) * V / 2, V / 2,
-                           gp - g0 < KC ? gp - g0 : KC, c + j * V * TT);
+                    prefetch_outputs(w, b, t0, t1, y);
+                for (int64_t j = j0; j < j1; j++)
+                    kernel(xp + j * stride, q + (b * gp + g0) * V / 2, V / 2,
+                           gp - g0 < KC ? gp - g0 : KC, c + (j - j0) * V * TT);
             }
-            for (int64_t j = 0; j < nk; j++) {
-                const int64_t t0 = (k0 + j) * TT, nt = T - t0 < TT ? T - t0 : TT;
-                vnm_spmm_unpack_add(c + j * V * TT, TT, nt, w->rows + b * V, V, y + t0 * w->O,
-                                    w->O);
+            for (int64_t j = j0; j < j1; j++) {
+                const int64_t tj = (k0 + j) * TT, nt = T - tj < TT ? T - tj : TT;
+                vnm_spmm_unpack_add(c + (j - j0) * V * TT, TT, nt, w->rows + b * V, V,
+                                    y + tj * w->O, w->O);
             }
         }
     }

@@ -47,7 +47,10 @@ bool vnm_spmm_use_avx2(void);
 float *vnm_spmm_alloc(int64_t n);
 
 int64_t vnm_spmm_tile_stride(int64_t rows, int W);
-/* Packs a[T][ld] into ceil(T / W) tiles of `rows` rows (rows ≥ n), in parallel over tiles. */
+/* Packs one tile of nt ≤ W tokens (a points at its first token) into dst [rows][W], rows ≥ n. */
+void vnm_spmm_pack_tile(const float *a, int64_t ld, int64_t nt, const int32_t *map, int64_t n,
+                        int64_t rows, int W, float *dst);
+/* Packs a[T][ld] into ceil(T / W) tiles, in parallel over tiles. */
 void vnm_spmm_pack(const float *a, int64_t T, int64_t ld, const int32_t *map, int64_t n,
                    int64_t rows, int W, int64_t stride, float *dst);
 /* The inverse, accumulating, for one tile of nt ≤ W tokens: dst[w][map[j]] += src[j][w] for
