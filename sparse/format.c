@@ -146,23 +146,37 @@ vnm_status vnm_sparse_compress(vnm_pattern p, const float *W, const uint8_t *mas
     return VNM_OK;
 }
 
+/* The position in W[O][I] of value k of stored row o, group g; -1 for padding. Guarded against
+ * out-of-range indices, so even an invalid form never reaches outside W. */
+static int64_t kept_position(const vnm_sparse_host *w, int64_t o, int64_t g, int k)
+{
+    int32_t r = w->rows[o];
+    if (r < 0 || r >= w->O) return -1;
+    const int32_t *blk = w->cols + ((o / w->pat.V) * w->Gp + g) * 4;
+    uint8_t code = w->slots[o * w->Gp + g];
+    int32_t c = blk[k ? (code >> 2) & 3 : code & 3];
+    return c >= 0 && c < w->I ? r * w->I + c : -1;
+}
+
 void vnm_sparse_decompress(const vnm_sparse_host *w, float *W)
 {
-    int64_t I = w->I, Gp = w->Gp;
-    memset(W, 0, (size_t)(w->O * I) * sizeof *W);
-    /* Serial, and guarded against out-of-range indices, so even an invalid form cannot write
-     * outside W. */
-    for (int64_t o = 0; o < w->O_pad; o++) {
-        int32_t r = w->rows[o];
-        if (r < 0 || r >= w->O) continue;
-        for (int64_t g = 0; g < Gp; g++) {
-            const int32_t *blk = w->cols + ((o / w->pat.V) * Gp + g) * 4;
-            uint8_t code = w->slots[o * Gp + g];
-            int32_t c[2] = {blk[code & 3], blk[(code >> 2) & 3]};
-            for (int k = 0; k < 2; k++)
-                if (c[k] >= 0 && c[k] < I) W[r * I + c[k]] = w->vals[(o * Gp + g) * 2 + k];
-        }
-    }
+    memset(W, 0, (size_t)(w->O * w->I) * sizeof *W);
+    for (int64_t o = 0; o < w->O_pad; o++)
+        for (int64_t g = 0; g < w->Gp; g++)
+            for (int k = 0; k < 2; k++) {
+                int64_t pos = kept_position(w, o, g, k);
+                if (pos >= 0) W[pos] = w->vals[(o * w->Gp + g) * 2 + k];
+            }
+}
+
+void vnm_sparse_gather(const vnm_sparse_host *w, const float *dense, float *vals)
+{
+    for (int64_t o = 0; o < w->O_pad; o++)
+        for (int64_t g = 0; g < w->Gp; g++)
+            for (int k = 0; k < 2; k++) {
+                int64_t pos = kept_position(w, o, g, k);
+                vals[(o * w->Gp + g) * 2 + k] = pos >= 0 ? dense[pos] : 0.0f;
+            }
 }
 
 /* Shape fields consistent with the pattern, arrays present. */

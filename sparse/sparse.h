@@ -130,9 +130,39 @@ vnm_status vnm_sparse_compress(vnm_pattern p, const float *W, const uint8_t *mas
                                vnm_sparse_host *out, char *err, size_t err_len);
 /* W[O][I] (original order) = the masked weight the compressed form computes with. */
 void vnm_sparse_decompress(const vnm_sparse_host *w, float *W);
+/* vals[O_pad][Gp][2] = dense[O][I] read at w's kept positions (0 at padding): moves any dense
+ * per-weight array (e.g. AdamW moments of W on the hand-over from SR-STE) to w's layout. */
+void vnm_sparse_gather(const vnm_sparse_host *w, const float *dense, float *vals);
 /* Structure checks: slot codes, distinct in-range columns per block, each input column in at most
  * one group of a block, padding rows and unused columns zero, rows a permutation. */
 vnm_status vnm_sparse_validate(const vnm_sparse_host *w, char *err, size_t err_len);
+
+/* ---- products of a compressed weight (CPU kernels, METHOD §5, §7) ----
+ * Activations are token-major at this boundary (x[T, I], y[T, O]); the kernels pack them however
+ * their micro-kernels want. Every product ACCUMULATES (+=) into its output, so callers pre-fill y
+ * with the bias (or zeros) and gradients add up across uses. Stored row o writes output column
+ * rows[o] (the output permutation is undone on store); rows[o] < 0 and cols < 0 are padding and
+ * contribute nothing. The kernels compute only the kept products, are deterministic whatever the
+ * thread count, and with integer-valued inputs small enough for exact f32 sums are bit-identical
+ * to the plain-loop references. */
+typedef struct {
+    vnm_pattern pat;
+    int64_t O, I, O_pad, G, Gp;
+    const float *vals;    /* [O_pad][Gp][2] */
+    const uint8_t *slots; /* [O_pad][Gp] */
+    const int32_t *cols;  /* [O_pad / V][Gp][4] */
+    const int32_t *rows;  /* [O_pad] */
+} vnm_spmm_weight;
+
+vnm_spmm_weight vnm_spmm_weight_of_host(const vnm_sparse_host *w);
+
+/* y[T][O] += x[T][I] · Wᵀ */
+void vnm_spmm_fwd(const vnm_spmm_weight *w, const float *x, int64_t T, float *y);
+/* dx[T][I] += dy[T][O] · W */
+void vnm_spmm_dx(const vnm_spmm_weight *w, const float *dy, int64_t T, float *dx);
+/* dvals[O_pad][Gp][2] += (dyᵀ · x) at the kept positions */
+void vnm_spmm_dw(const vnm_spmm_weight *w, const float *dy, const float *x, int64_t T,
+                 float *dvals);
 
 /* ---- the sparse-linear op (METHOD §5) ---- */
 /* A compressed weight on a context: in mask-fixed training vals is the parameter (its gradient
@@ -159,7 +189,9 @@ vnm_tensor *vnm_sparse_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_sparse_weight *w,
 
 /* SR-STE dynamic mode: the dense W[O, I] is the parameter; the mask is recomputed from |W| every
  * `every` steps; forward and dX use the masked weight, dW = dYᵀX + λ_W·(1−Mk)⊙W reaches every
- * weight. vnm_srste_freeze hands over to mask-fixed training with the current mask. */
+ * weight. vnm_srste_freeze hands over to mask-fixed training with the current mask: the returned
+ * weight computes the same function, and vnm_srste_layout + vnm_sparse_gather move the optimiser
+ * moments of W to its vals, so training continues where it was. */
 typedef struct vnm_srste vnm_srste;
 vnm_srste *vnm_srste_new(vnm_ctx *ctx, vnm_tensor *w, vnm_pattern p, vnm_selector sel,
                          int64_t every, float lambda_w);
@@ -167,6 +199,7 @@ void vnm_srste_free(vnm_srste *s);
 vnm_tensor *vnm_srste_linear(vnm_ctx *ctx, vnm_srste *s, vnm_tensor *x, vnm_tensor *b,
                              int64_t step);
 const uint8_t *vnm_srste_mask(const vnm_srste *s); /* current mask [O][I] */
+const vnm_sparse_host *vnm_srste_layout(const vnm_srste *s); /* W under the current mask */
 vnm_sparse_weight *vnm_srste_freeze(vnm_ctx *ctx, vnm_srste *s, const char *name);
 
 #endif

@@ -68,6 +68,7 @@ void vnm_srste_free(vnm_srste *s)
 }
 
 const uint8_t *vnm_srste_mask(const vnm_srste *s) { return s->mask_step < 0 ? NULL : s->mask; }
+const vnm_sparse_host *vnm_srste_layout(const vnm_srste *s) { return &s->comp; }
 
 /* Recomputes the mask when due, then compresses the current W under it. */
 static vnm_status refresh(vnm_ctx *ctx, vnm_srste *s, int64_t step)

@@ -208,6 +208,73 @@ static void test_srste_freeze_computes_same_function(void **state)
     vnm_srste_free(s);
 }
 
+static vnm_tensor *srste_loss(vnm_ctx *ctx, vnm_srste *s, vnm_sparse_weight *fw, vnm_tensor *x,
+                              vnm_tensor *target, int64_t step)
+{
+    vnm_tensor *y = s ? vnm_srste_linear(ctx, s, x, NULL, step) : vnm_sparse_linear(ctx, x, fw, NULL);
+    return vnm_mse(ctx, y, target);
+}
+
+/* SR-STE for 3 AdamW steps, freeze, move the moments with vnm_sparse_gather, and one mask-fixed
+ * step must land where a 4th SR-STE step (mask unchanged) puts the kept weights. */
+static void test_srste_handover_continues_training(void **state)
+{
+    vnm_ctx *ctx = *state;
+    const int64_t T = 8, O = 32, I = 24;
+    vnm_tensor *w = tu_param(ctx, 2, VNM_SHAPE(O, I), -1, 1);
+    vnm_tensor *x = vnm_buffer_new(ctx, VNM_DTYPE_F32, 2, VNM_SHAPE(T, I), "x");
+    vnm_tensor *target = vnm_buffer_new(ctx, VNM_DTYPE_F32, 2, VNM_SHAPE(T, O), "t");
+    vnm_rng_normal(ctx, x, 0, 1);
+    vnm_rng_normal(ctx, target, 0, 1);
+    vnm_srste *s = vnm_srste_new(ctx, w, pat("16:2:8"), VNM_SELECT_L1, 1000, 2e-4f);
+    vnm_optim_config cfg = vnm_optim_config_default(VNM_OPTIM_ADAMW);
+    cfg.lr = 1e-2;
+    vnm_optim *dense_opt = vnm_optim_create(ctx, &cfg);
+    assert_int_equal(vnm_optim_add_group(dense_opt, &w, 1, 0.01, 1.0), 0);
+    for (int64_t step = 0; step < 3; step++) {
+        vnm_optim_zero_grad(dense_opt);
+        assert_int_equal(vnm_backward(ctx, srste_loss(ctx, s, NULL, x, target, step)), VNM_OK);
+        assert_int_equal(vnm_optim_step(dense_opt), VNM_OK);
+        vnm_ctx_reset_step(ctx);
+    }
+    vnm_sparse_weight *fw = vnm_srste_freeze(ctx, s, "frozen");
+    assert_non_null(fw);
+    const vnm_sparse_host *layout = vnm_srste_layout(s);
+    int64_t nv = vnm_numel(fw->vals);
+    float *moment = malloc((size_t)nv * sizeof *moment);
+    vnm_optim *sparse_opt = vnm_optim_create(ctx, &cfg);
+    assert_int_equal(vnm_optim_add_group(sparse_opt, &fw->vals, 1, 0.01, 1.0), 0);
+    for (int k = 0; k < 2; k++) { /* m, v */
+        float *dense = tu_host(ctx, vnm_optim_state(dense_opt, 0, k));
+        vnm_sparse_gather(layout, dense, moment);
+        vnm_tensor_from_host(ctx, vnm_optim_state(sparse_opt, 0, k), moment);
+        free(dense);
+    }
+    vnm_optim_set_param_steps(sparse_opt, 0, vnm_optim_param_steps(dense_opt, 0));
+    /* one more step each way */
+    vnm_optim_zero_grad(dense_opt);
+    assert_int_equal(vnm_backward(ctx, srste_loss(ctx, s, NULL, x, target, 3)), VNM_OK);
+    assert_int_equal(vnm_optim_step(dense_opt), VNM_OK);
+    vnm_ctx_reset_step(ctx);
+    vnm_optim_zero_grad(sparse_opt);
+    assert_int_equal(vnm_backward(ctx, srste_loss(ctx, NULL, fw, x, target, 3)), VNM_OK);
+    assert_int_equal(vnm_optim_step(sparse_opt), VNM_OK);
+    float *W = tu_host(ctx, w), *got = tu_host(ctx, fw->vals);
+    vnm_sparse_gather(layout, W, moment);
+    double *want = malloc((size_t)nv * sizeof *want);
+    for (int64_t k = 0; k < nv; k++) want[k] = moment[k];
+    /* dW comes from a dense GEMM on one side and the sparse dW kernel on the other */
+    tu_assert_close(got, want, nv, 1e-6, 1e-5, "kept weights after the hand-over step");
+    free(W);
+    free(got);
+    free(want);
+    free(moment);
+    vnm_optim_destroy(dense_opt);
+    vnm_optim_destroy(sparse_opt);
+    vnm_sparse_weight_free(fw);
+    vnm_srste_free(s);
+}
+
 /* 100 AdamW steps of a sparse layer + GELU + dense head on a regression target. */
 static void test_mask_fixed_training_keeps_mask_and_zeros(void **state)
 {
@@ -309,6 +376,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_srste_mask_updates_at_interval, tu_setup,
                                         tu_teardown),
         cmocka_unit_test_setup_teardown(test_srste_freeze_computes_same_function, tu_setup,
+                                        tu_teardown),
+        cmocka_unit_test_setup_teardown(test_srste_handover_continues_training, tu_setup,
                                         tu_teardown),
         cmocka_unit_test_setup_teardown(test_mask_fixed_training_keeps_mask_and_zeros, tu_setup,
                                         tu_teardown),

@@ -15,5 +15,6 @@ double vnm_bench_now(void); /* seconds, monotonic */
 void vnm_bench_report(const char *bench, const char *case_name, double value, const char *unit,
                       const char *baseline, double baseline_value);
 int vnm_bench_ops(const vnm_bench_opts *opts);
+int vnm_bench_spmm(const vnm_bench_opts *opts);
 
 #endif

@@ -6,9 +6,7 @@
 
 #include "../autograd/autograd.h"
 #include "bench.h"
-
-/* train/bench_spmm.c (its declaration belongs in bench.h beside vnm_bench_ops) */
-int vnm_bench_spmm(const vnm_bench_opts *opts);
+#include "cli.h"
 
 static const char usage[] =
     "usage: vnm <command> [options]\n"
@@ -17,7 +15,9 @@ static const char usage[] =
     "\n"
     "commands:\n"
     "  bench ops [--threads N] [--reps N]   linear forward+backward vs raw OpenBLAS sgemm\n"
-    "  bench spmm [--threads N] [--reps N]  V:N:M sparse products vs dense OpenBLAS sgemm\n"
+    "  bench spmm [--threads N] [--reps N]  V:N:M sparse products and op vs dense\n"
+    "  select --shapes OxI[,OxI...] [--speedup S]\n"
+    "                                       choose V and M for a required speedup\n"
     "\n"
     "options:\n"
     "  --help       this text (also: vnm <command> --help)\n"
@@ -30,26 +30,14 @@ static const char bench_usage[] =
     "\n"
     "  ops    linear forward+backward through the tape vs raw OpenBLAS sgemm\n"
     "  spmm   CPU forward, dX, dW of compressed V:N:M weights vs the dense OpenBLAS sgemm of\n"
-    "         each product, and weights+grads+AdamW bytes vs dense\n"
+    "         each product; the sparse-linear op's forward+backward vs the dense linear op's;\n"
+    "         weights+grads+AdamW bytes vs dense\n"
     "\n"
     "Prints one JSON object per measurement on stdout (bench, case, value, unit, baseline,\n"
     "baseline_value, ratio; ratio > 1 means faster than the baseline measured in the same run)\n"
     "and a table on stderr.\n"
     "  --threads N   OpenMP/OpenBLAS threads (default: all cores)\n"
     "  --reps N      timed repetitions after one warm-up; the best is reported (default 3)\n";
-
-static int parse_count(const char *flag, const char *value, int *out)
-{
-    char *end;
-    long v = value ? strtol(value, &end, 10) : 0;
-    if (!value || *end || v < 1 || v > 1024) {
-        fprintf(stderr, "vnm bench: %s needs an integer from 1 to 1024, got '%s'\n", flag,
-                value ? value : "");
-        return 2;
-    }
-    *out = (int)v;
-    return 0;
-}
 
 static int cmd_bench(int argc, char **argv)
 {
@@ -61,9 +49,11 @@ static int cmd_bench(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         int rc = 0;
         if (!strcmp(argv[i], "--threads"))
-            rc = parse_count("--threads", i + 1 < argc ? argv[++i] : NULL, &opts.threads);
+            rc = vnm_cli_int("bench", "--threads", i + 1 < argc ? argv[++i] : NULL, 1, 1024,
+                             &opts.threads);
         else if (!strcmp(argv[i], "--reps"))
-            rc = parse_count("--reps", i + 1 < argc ? argv[++i] : NULL, &opts.reps);
+            rc = vnm_cli_int("bench", "--reps", i + 1 < argc ? argv[++i] : NULL, 1, 1024,
+                             &opts.reps);
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(bench_usage, stdout);
             return 0;
@@ -95,6 +85,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
+    if (!strcmp(cmd, "select")) return vnm_cmd_select(argc - 2, argv + 2);
     fprintf(stderr, "vnm: unknown command '%s'\n\n%s", cmd, usage);
     return 2;
 }
