@@ -4,6 +4,8 @@
 
 #include <stdio.h>
 
+#include "../sparse/sparse.h"
+
 typedef struct {
     int threads; /* 0: OpenMP default */
     int reps;
@@ -14,6 +16,11 @@ double vnm_bench_now(void); /* seconds, monotonic */
  * times (ratio > 1: faster than the baseline). */
 void vnm_bench_report(const char *bench, const char *case_name, double value, const char *unit,
                       const char *baseline, double baseline_value);
+/* Best-of-reps seconds of forward + backward (dX, dW, db) of one linear layer through the tape,
+ * after a warm-up: the sparse op on sw, or the dense op on w when sw is NULL; b may be NULL.
+ * Negative on failure (message on ctx). */
+double vnm_bench_time_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, vnm_sparse_weight *sw,
+                             vnm_tensor *b, vnm_tensor *dy, int reps);
 int vnm_bench_ops(const vnm_bench_opts *opts);
 int vnm_bench_spmm(const vnm_bench_opts *opts);
 

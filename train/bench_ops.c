@@ -1,7 +1,6 @@
 /* train/bench_ops.c — `vnm bench ops`: the linear op, forward + backward (dX, dW, db) through the
  * tape at transformer shapes, against the raw OpenBLAS sgemm time of the same three products
  * measured in the same run. Times are the best of `reps` runs after one warm-up. */
-#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -11,6 +10,8 @@
 
 #include "../autograd/autograd.h"
 #include "bench.h"
+
+#include <cblas.h> /* last: its complex.h defines I, a dimension name in the headers above */
 
 typedef struct {
     int64_t T, in, out; /* not I: cblas.h pulls in complex.h */

@@ -1,7 +1,25 @@
-/* train/bench_report.c — timing and the JSON-line output of DESIGN.md "Benchmarks". */
+/* train/bench_report.c — timing (including the linear layer timing shared by `vnm bench spmm`
+ * and `vnm select`) and the JSON-line output of DESIGN.md "Benchmarks". */
 #include <time.h>
 
 #include "bench.h"
+
+double vnm_bench_time_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, vnm_sparse_weight *sw,
+                             vnm_tensor *b, vnm_tensor *dy, int reps)
+{
+    double best = 1e30;
+    for (int r = 0; r <= reps; r++) {
+        vnm_tensor *params[3] = {x, sw ? sw->vals : w, b};
+        vnm_zero_grad(ctx, params, 3);
+        double t0 = vnm_bench_now();
+        vnm_tensor *y = sw ? vnm_sparse_linear(ctx, x, sw, b) : vnm_linear(ctx, x, w, b);
+        if (!y || vnm_backward_seed(ctx, y, dy) != VNM_OK) return -1.0;
+        double dt = vnm_bench_now() - t0;
+        vnm_ctx_reset_step(ctx);
+        if (r > 0 && dt < best) best = dt;
+    }
+    return best;
+}
 
 double vnm_bench_now(void)
 {

@@ -107,25 +107,6 @@ static void best_of(int reps, product p, const vnm_spmm_weight *w, int64_t T, in
     }
 }
 
-/* Best-of-reps forward + backward (dX, dW, db) of one linear layer through the tape: the sparse
- * op on sw, or the dense op on w when sw is NULL. */
-static double time_op(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, vnm_sparse_weight *sw,
-                      vnm_tensor *b, vnm_tensor *dy, int reps)
-{
-    double best = 1e30;
-    for (int r = 0; r <= reps; r++) {
-        vnm_tensor *params[3] = {x, sw ? sw->vals : w, b};
-        vnm_zero_grad(ctx, params, 3);
-        double t0 = vnm_bench_now();
-        vnm_tensor *y = sw ? vnm_sparse_linear(ctx, x, sw, b) : vnm_linear(ctx, x, w, b);
-        if (!y || vnm_backward_seed(ctx, y, dy) != VNM_OK) return -1.0;
-        double dt = vnm_bench_now() - t0;
-        vnm_ctx_reset_step(ctx);
-        if (r > 0 && dt < best) best = dt;
-    }
-    return best;
-}
-
 /* The op-level entry: sparse-linear vs dense linear, both with bias, forward + backward. */
 static int bench_op(vnm_ctx *ctx, const char *pattern, const vnm_sparse_host *h, int64_t in,
                     int64_t T, int reps)
@@ -146,7 +127,8 @@ static int bench_op(vnm_ctx *ctx, const char *pattern, const vnm_sparse_host *h,
     vnm_rng_normal(ctx, dy, 0, 1);
     double dense = 1e30, sparse = 1e30;
     for (int r = 0; r < 2; r++) { /* alternate, so background load hits both alike */
-        double d = time_op(ctx, x, w, NULL, b, dy, reps), s = time_op(ctx, x, NULL, sw, b, dy, reps);
+        double d = vnm_bench_time_linear(ctx, x, w, NULL, b, dy, reps);
+        double s = vnm_bench_time_linear(ctx, x, NULL, sw, b, dy, reps);
         if (d < 0 || s < 0) {
             fprintf(stderr, "vnm bench spmm: %s\n", vnm_ctx_error(ctx));
             vnm_sparse_weight_free(sw);

@@ -24,22 +24,6 @@ typedef struct {
     int threads, reps;
 } select_opts;
 
-/* Best-of-reps time of forward + backward of one layer; sw NULL times the dense linear on w. */
-static double time_layer(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, vnm_sparse_weight *sw,
-                         vnm_tensor *dy, int reps)
-{
-    double best = 1e30;
-    for (int r = 0; r <= reps; r++) {
-        double t0 = vnm_bench_now();
-        vnm_tensor *y = sw ? vnm_sparse_linear(ctx, x, sw, NULL) : vnm_linear(ctx, x, w, NULL);
-        if (!y || vnm_backward_seed(ctx, y, dy) != VNM_OK) return -1;
-        double dt = vnm_bench_now() - t0;
-        vnm_ctx_reset_step(ctx);
-        if (r > 0 && dt < best) best = dt;
-    }
-    return best;
-}
-
 /* A sparse weight of pattern p pruned from w by magnitude (the kernels' speed does not depend on
  * which mask is chosen, only on the pattern). */
 static vnm_sparse_weight *prune(vnm_ctx *ctx, vnm_tensor *w, vnm_pattern p)
@@ -80,7 +64,7 @@ static int run_select(const select_opts *o)
         vnm_rng_normal(ctx, x[s], 0, 1);
         vnm_rng_normal(ctx, dy[s], 0, 1);
         w[s]->requires_grad = true; /* the dense baseline computes dW like the sparse op */
-        double t = time_layer(ctx, x[s], w[s], NULL, dy[s], o->reps);
+        double t = vnm_bench_time_linear(ctx, x[s], w[s], NULL, NULL, dy[s], o->reps);
         w[s]->requires_grad = false;
         if (t < 0) break;
         dense += t;
@@ -99,7 +83,7 @@ static int run_select(const select_opts *o)
             double sparse = 0;
             for (int s = 0; s < o->n_shapes; s++) {
                 vnm_sparse_weight *sw = prune(ctx, w[s], p);
-                double t = sw ? time_layer(ctx, x[s], NULL, sw, dy[s], o->reps) : -1;
+                double t = sw ? vnm_bench_time_linear(ctx, x[s], NULL, sw, NULL, dy[s], o->reps) : -1;
                 vnm_sparse_weight_free(sw);
                 if (t < 0) {
                     fprintf(stderr, "vnm select: %s\n", vnm_ctx_error(ctx));
