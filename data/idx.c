@@ -1,0 +1,2 @@
+/* data/idx.c — (to be filled in). */
+#include "data.h"

@@ -1,0 +1,2 @@
+/* data/loader.c — (to be filled in). */
+#include "data.h"

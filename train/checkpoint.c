@@ -1,0 +1,2 @@
+/* train/checkpoint.c — (to be filled in). */
+#include "checkpoint.h"

@@ -1,0 +1,7 @@
+/* train/checkpoint.h — (to be filled in). */
+#ifndef VNM_CHECKPOINT_H
+#define VNM_CHECKPOINT_H
+
+#include "../autograd/autograd.h"
+
+#endif

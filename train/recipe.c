@@ -1,0 +1,2 @@
+/* train/recipe.c — (to be filled in). */
+#include "recipe.h"
