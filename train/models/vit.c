@@ -1,0 +1,2 @@
+/* train/models/vit.c — (to be filled in). */
+#include "vit.h"
