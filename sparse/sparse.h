@@ -191,7 +191,9 @@ vnm_tensor *vnm_sparse_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_sparse_weight *w,
  * `every` steps; forward and dX use the masked weight, dW = dYᵀX + λ_W·(1−Mk)⊙W reaches every
  * weight. vnm_srste_freeze hands over to mask-fixed training with the current mask: the returned
  * weight computes the same function, and vnm_srste_layout + vnm_sparse_gather move the optimiser
- * moments of W to its vals, so training continues where it was. */
+ * moments of W to its vals, so training continues where it was. W is compressed once per step
+ * number (every use within a step, backward included, reads that copy): change W only between
+ * steps, as an optimiser does. */
 typedef struct vnm_srste vnm_srste;
 vnm_srste *vnm_srste_new(vnm_ctx *ctx, vnm_tensor *w, vnm_pattern p, vnm_selector sel,
                          int64_t every, float lambda_w);

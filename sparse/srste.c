@@ -19,8 +19,9 @@ struct vnm_srste {
     int64_t O, I;
     uint8_t *mask;        /* [O][I] current mask */
     float *scores;        /* [O][I] scratch */
-    vnm_sparse_host comp; /* W under the current mask, refreshed every forward */
+    vnm_sparse_host comp; /* W under the current mask, compressed once per step */
     int64_t mask_step;    /* step of the last mask update, -1 before the first */
+    int64_t comp_step;    /* step comp was made for, -1 when stale */
 };
 
 vnm_srste *vnm_srste_new(vnm_ctx *ctx, vnm_tensor *w, vnm_pattern p, vnm_selector sel,
@@ -41,7 +42,7 @@ vnm_srste *vnm_srste_new(vnm_ctx *ctx, vnm_tensor *w, vnm_pattern p, vnm_selecto
         sr->mask = malloc((size_t)(O * I) + 1);
         sr->scores = malloc((size_t)(O * I) * sizeof(float) + 1);
     }
-    if (!sr || !sr->mask || !sr->scores || vnm_sparse_host_alloc(&sr->comp, p, O, I) != VNM_OK) {
+    if (!sr || !sr->mask || !sr->scores) {
         vnm_srste_free(sr);
         vnm_ctx_fail(ctx, VNM_ERR_RUNTIME, "srste: out of memory for a %s weight",
                      vnm_shape_str(w, s, sizeof s));
@@ -55,6 +56,7 @@ vnm_srste *vnm_srste_new(vnm_ctx *ctx, vnm_tensor *w, vnm_pattern p, vnm_selecto
     sr->O = O;
     sr->I = I;
     sr->mask_step = -1;
+    sr->comp_step = -1;
     return sr;
 }
 
@@ -70,12 +72,25 @@ void vnm_srste_free(vnm_srste *s)
 const uint8_t *vnm_srste_mask(const vnm_srste *s) { return s->mask_step < 0 ? NULL : s->mask; }
 const vnm_sparse_host *vnm_srste_layout(const vnm_srste *s) { return &s->comp; }
 
-/* Recomputes the mask when due, then compresses the current W under it. */
+static vnm_status compress(vnm_ctx *ctx, vnm_srste *s)
+{
+    char err[256];
+    vnm_sparse_host_free(&s->comp);
+    if (vnm_sparse_compress(s->pat, (const float *)s->w->data, s->mask, s->O, s->I, NULL, NULL,
+                            &s->comp, err, sizeof err) != VNM_OK)
+        return vnm_ctx_fail(ctx, VNM_ERR_RUNTIME, "srste: compression failed: %s", err);
+    return VNM_OK;
+}
+
+/* Recomputes the mask when due, then compresses W under it once per step: W changes only
+ * between steps (the optimiser), and every use of the layer within a step, backward included,
+ * reads the same compressed copy. */
 static vnm_status refresh(vnm_ctx *ctx, vnm_srste *s, int64_t step)
 {
     char err[256];
     const float *W = (const float *)s->w->data;
-    if (s->mask_step < 0 || step >= s->mask_step + s->every) {
+    bool new_mask = s->mask_step < 0 || step >= s->mask_step + s->every;
+    if (new_mask) {
         if (vnm_score_compute(VNM_SCORE_MAGNITUDE, W, s->O, s->I, NULL, 0.0, s->scores, err,
                               sizeof err) != VNM_OK ||
             vnm_mask_select(s->pat, s->sel, s->scores, s->O, s->I, s->mask, err, sizeof err) !=
@@ -83,10 +98,9 @@ static vnm_status refresh(vnm_ctx *ctx, vnm_srste *s, int64_t step)
             return vnm_ctx_fail(ctx, VNM_ERR_RUNTIME, "srste: mask update failed: %s", err);
         s->mask_step = step;
     }
-    if (vnm_sparse_compress(s->pat, W, s->mask, s->O, s->I, NULL, NULL, &s->comp, err,
-                            sizeof err) != VNM_OK)
-        return vnm_ctx_fail(ctx, VNM_ERR_RUNTIME, "srste: compression failed: %s", err);
-    return VNM_OK;
+    if (!new_mask && step == s->comp_step) return VNM_OK;
+    s->comp_step = step;
+    return compress(ctx, s);
 }
 
 /* extra: the srste state; iarg[0]: T */
@@ -144,12 +158,8 @@ vnm_tensor *vnm_srste_linear(vnm_ctx *ctx, vnm_srste *s, vnm_tensor *x, vnm_tens
 
 vnm_sparse_weight *vnm_srste_freeze(vnm_ctx *ctx, vnm_srste *s, const char *name)
 {
-    if (s->mask_step < 0 && refresh(ctx, s, 0) != VNM_OK) return NULL;
-    char err[256];
-    if (vnm_sparse_compress(s->pat, (const float *)s->w->data, s->mask, s->O, s->I, NULL, NULL,
-                            &s->comp, err, sizeof err) != VNM_OK) {
-        vnm_ctx_fail(ctx, VNM_ERR_RUNTIME, "srste: compression failed: %s", err);
+    if ((s->mask_step < 0 && refresh(ctx, s, 0) != VNM_OK) || compress(ctx, s) != VNM_OK)
         return NULL;
-    }
+    s->comp_step = -1; /* made outside any step */
     return vnm_sparse_weight_new(ctx, &s->comp, name);
 }
