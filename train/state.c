@@ -1,0 +1,2 @@
+/* train/state.c — (to be filled in). */
+#include "state.h"
