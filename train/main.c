@@ -7,6 +7,7 @@
 #include "../autograd/autograd.h"
 #include "bench.h"
 #include "cli.h"
+#include "state.h"
 
 static const char usage[] =
     "usage: vnm <command> [options]\n"
@@ -18,6 +19,7 @@ static const char usage[] =
     "  bench spmm [--threads N] [--reps N]  V:N:M sparse products and op vs dense\n"
     "  select --shapes OxI[,OxI...] [--speedup S]\n"
     "                                       choose V and M for a required speedup\n"
+    "  inspect CKPT                         summarise a checkpoint (file, ckpt or run directory)\n"
     "\n"
     "options:\n"
     "  --help       this text (also: vnm <command> --help)\n"
@@ -86,6 +88,7 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(cmd, "select")) return vnm_cmd_select(argc - 2, argv + 2);
+    if (!strcmp(cmd, "inspect")) return vnm_cmd_inspect(argc - 2, argv + 2);
     fprintf(stderr, "vnm: unknown command '%s'\n\n%s", cmd, usage);
     return 2;
 }
