@@ -1,0 +1,2 @@
+/* train/trainer.c — (to be filled in). */
+#include "trainer.h"
