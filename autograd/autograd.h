@@ -85,6 +85,10 @@ void vnm_ctx_clear_error(vnm_ctx *ctx);
 /* Sets the first error only (later ones would describe consequences). Returns status. */
 vnm_status vnm_ctx_fail(vnm_ctx *ctx, vnm_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same for functions that report into a caller's buffer: formats the message into err (when
+ * err is not NULL and err_len > 0) and returns status. */
+vnm_status vnm_errbuf(char *err, size_t err_len, vnm_status status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 void vnm_ctx_reset_step(vnm_ctx *ctx); /* drops the tape and every step-arena tensor */
 bool vnm_ctx_set_grad_enabled(vnm_ctx *ctx, bool enabled); /* returns the previous value */
 bool vnm_ctx_grad_enabled(const vnm_ctx *ctx);

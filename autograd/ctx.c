@@ -84,6 +84,17 @@ vnm_status vnm_ctx_fail(vnm_ctx *ctx, vnm_status status, const char *fmt, ...)
     return status;
 }
 
+vnm_status vnm_errbuf(char *err, size_t err_len, vnm_status status, const char *fmt, ...)
+{
+    if (err && err_len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, err_len, fmt, ap);
+        va_end(ap);
+    }
+    return status;
+}
+
 void vnm_ctx_reset_step(vnm_ctx *ctx)
 {
     ctx->tape_len = 0;

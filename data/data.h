@@ -26,10 +26,6 @@
 #define VNM_FASHION_MNIST_MEAN 0.2860f
 #define VNM_FASHION_MNIST_STD 0.3530f
 
-/* Writes the message into err (when err and err_len are set) and returns VNM_ERR_INPUT. */
-vnm_status vnm_data_fail(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
 /* ---- datasets ---- */
 typedef struct {
     int64_t n;

@@ -15,17 +15,6 @@
  * int64 overflow when dimensions are multiplied. */
 #define IDX_MAX_BYTES ((int64_t)1 << 40)
 
-vnm_status vnm_data_fail(char *err, size_t err_len, const char *fmt, ...)
-{
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return VNM_ERR_INPUT;
-}
-
 /* Reads up to n bytes (n may exceed gzread's unsigned range); returns the count read, or -1 on a
  * decompression error. */
 static int64_t gz_read_all(gzFile f, uint8_t *buf, int64_t n)
@@ -61,20 +50,20 @@ static vnm_status gz_error(gzFile f, const char *path, char *err, size_t err_len
 {
     int code;
     const char *msg = gzerror(f, &code);
-    return vnm_data_fail(err, err_len, "idx '%s': cannot decompress: %s", path, msg);
+    return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "idx '%s': cannot decompress: %s", path, msg);
 }
 
 vnm_status vnm_idx_read(const char *path, int ndim, int64_t *dims, uint8_t **data, char *err,
                         size_t err_len)
 {
-    if (!path || !dims || !data) return vnm_data_fail(err, err_len, "idx: NULL argument");
+    if (!path || !dims || !data) return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "idx: NULL argument");
     if (ndim < 1 || ndim > 3)
-        return vnm_data_fail(err, err_len, "idx '%s': ndim %d, expected 1..3", path, ndim);
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "idx '%s': ndim %d, expected 1..3", path, ndim);
     *data = NULL;
     errno = 0;
     gzFile f = gzopen(path, "rb"); /* reads plain files as they are */
     if (!f)
-        return vnm_data_fail(err, err_len, "idx '%s': cannot open: %s", path,
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "idx '%s': cannot open: %s", path,
                              errno ? strerror(errno) : "out of memory");
 
     vnm_status st = VNM_ERR_INPUT;
@@ -87,12 +76,12 @@ vnm_status vnm_idx_read(const char *path, int ndim, int64_t *dims, uint8_t **dat
         goto done;
     }
     if (got >= 4 && be32(head) != magic_want) {
-        vnm_data_fail(err, err_len, "idx '%s': bad magic 0x%08x, expected 0x%08x (u8, %d dims)",
+        vnm_errbuf(err, err_len, VNM_ERR_INPUT, "idx '%s': bad magic 0x%08x, expected 0x%08x (u8, %d dims)",
                       path, be32(head), magic_want, ndim);
         goto done;
     }
     if (got < header) {
-        vnm_data_fail(err, err_len,
+        vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                       "idx '%s': truncated header: expected %lld bytes, the file holds %lld",
                       path, (long long)header, (long long)got);
         goto done;
@@ -101,14 +90,14 @@ vnm_status vnm_idx_read(const char *path, int ndim, int64_t *dims, uint8_t **dat
     for (int d = 0; d < ndim; d++) {
         uint32_t v = be32(head + 4 + 4 * d);
         if (v == 0 || v > INT32_MAX) {
-            vnm_data_fail(err, err_len, "idx '%s': dimension %d is %u, expected 1..%d", path, d,
+            vnm_errbuf(err, err_len, VNM_ERR_INPUT, "idx '%s': dimension %d is %u, expected 1..%d", path, d,
                           v, INT32_MAX);
             goto done;
         }
         dims[d] = v;
         payload *= v;
         if (payload > IDX_MAX_BYTES) {
-            vnm_data_fail(err, err_len, "idx '%s': announces more than %lld bytes", path,
+            vnm_errbuf(err, err_len, VNM_ERR_INPUT, "idx '%s': announces more than %lld bytes", path,
                           (long long)IDX_MAX_BYTES);
             goto done;
         }
@@ -116,7 +105,7 @@ vnm_status vnm_idx_read(const char *path, int ndim, int64_t *dims, uint8_t **dat
     uint8_t *buf = malloc((size_t)payload);
     if (!buf) {
         st = VNM_ERR_RUNTIME;
-        vnm_data_fail(err, err_len, "idx '%s': out of memory for %lld bytes", path,
+        vnm_errbuf(err, err_len, VNM_ERR_INPUT, "idx '%s': out of memory for %lld bytes", path,
                       (long long)payload);
         goto done;
     }
@@ -134,7 +123,7 @@ vnm_status vnm_idx_read(const char *path, int ndim, int64_t *dims, uint8_t **dat
         const char *how = gzdirect(f)        ? ""
                           : code == Z_BUF_ERROR ? " (decompressed; the gzip stream ends early)"
                                                 : " (decompressed)";
-        vnm_data_fail(err, err_len,
+        vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                       "idx '%s': %s: expected %lld bytes (header %lld + data %lld), the file "
                       "holds %lld%s",
                       path, got < payload ? "truncated" : "trailing bytes",
@@ -152,10 +141,10 @@ done:
 vnm_status vnm_dataset_load_idx(const char *images_path, const char *labels_path, int classes,
                                 vnm_dataset *out, char *err, size_t err_len)
 {
-    if (!out) return vnm_data_fail(err, err_len, "dataset: out is NULL");
+    if (!out) return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "dataset: out is NULL");
     memset(out, 0, sizeof *out);
     if (classes < 1 || classes > 256)
-        return vnm_data_fail(err, err_len, "dataset: classes %d, expected 1..256 (u8 labels)",
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "dataset: classes %d, expected 1..256 (u8 labels)",
                              classes);
     int64_t idims[3], ldims[1];
     uint8_t *images, *labels;
@@ -167,13 +156,13 @@ vnm_status vnm_dataset_load_idx(const char *images_path, const char *labels_path
         return st;
     }
     if (idims[0] != ldims[0]) {
-        st = vnm_data_fail(err, err_len, "dataset: '%s' holds %lld images but '%s' %lld labels",
+        st = vnm_errbuf(err, err_len, VNM_ERR_INPUT, "dataset: '%s' holds %lld images but '%s' %lld labels",
                            images_path, (long long)idims[0], labels_path, (long long)ldims[0]);
         goto fail;
     }
     for (int64_t i = 0; i < ldims[0]; i++)
         if (labels[i] >= classes) {
-            st = vnm_data_fail(err, err_len, "dataset: '%s': label %d at index %lld, expected < %d",
+            st = vnm_errbuf(err, err_len, VNM_ERR_INPUT, "dataset: '%s': label %d at index %lld, expected < %d",
                                labels_path, labels[i], (long long)i, classes);
             goto fail;
         }
@@ -196,7 +185,7 @@ vnm_status vnm_fashion_mnist_load(const char *dir, bool train, vnm_dataset *out,
     int ni = snprintf(images, sizeof images, "%s/%s-images-idx3-ubyte.gz", dir, split);
     int nl = snprintf(labels, sizeof labels, "%s/%s-labels-idx1-ubyte.gz", dir, split);
     if (ni < 0 || nl < 0 || (size_t)ni >= sizeof images || (size_t)nl >= sizeof labels)
-        return vnm_data_fail(err, err_len, "fashion-mnist: directory path too long: '%s'", dir);
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "fashion-mnist: directory path too long: '%s'", dir);
     return vnm_dataset_load_idx(images, labels, 10, out, err, err_len);
 }
 

@@ -165,7 +165,7 @@ static vnm_status prefetch_start(vnm_loader *l, char *err, size_t err_len)
     l->produced = l->taken = 0;
     l->holding = l->stop = false;
     if (pthread_create(&l->thread, NULL, prefetch_main, l) != 0) {
-        vnm_data_fail(err, err_len, "loader: cannot start the prefetch thread");
+        vnm_errbuf(err, err_len, VNM_ERR_INPUT, "loader: cannot start the prefetch thread");
         return VNM_ERR_RUNTIME;
     }
     l->running = true;
@@ -175,35 +175,35 @@ static vnm_status prefetch_start(vnm_loader *l, char *err, size_t err_len)
 vnm_status vnm_loader_create(const vnm_dataset *ds, const vnm_loader_config *cfg,
                              vnm_loader **out, char *err, size_t err_len)
 {
-    if (!out) return vnm_data_fail(err, err_len, "loader: out is NULL");
+    if (!out) return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "loader: out is NULL");
     *out = NULL;
-    if (!ds || !cfg) return vnm_data_fail(err, err_len, "loader: NULL dataset or config");
+    if (!ds || !cfg) return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "loader: NULL dataset or config");
     if (ds->n < 1 || ds->channels < 1 || ds->height < 1 || ds->width < 1 || !ds->images ||
         !ds->labels)
-        return vnm_data_fail(err, err_len,
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                              "loader: empty dataset (n %lld, [%d, %d, %d]), expected n ≥ 1 and "
                              "positive C, H, W",
                              (long long)ds->n, ds->channels, ds->height, ds->width);
     if (cfg->batch < 1)
-        return vnm_data_fail(err, err_len, "loader: batch %lld, expected ≥ 1",
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "loader: batch %lld, expected ≥ 1",
                              (long long)cfg->batch);
     if (cfg->drop_last && cfg->batch > ds->n)
-        return vnm_data_fail(err, err_len,
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                              "loader: batch %lld with drop_last exceeds the %lld samples: no "
                              "batch per epoch",
                              (long long)cfg->batch, (long long)ds->n);
     /* the pad only matters with augment; beyond the image size a crop could be all padding */
     if (cfg->augment && (cfg->pad < 0 || cfg->pad > ds->height || cfg->pad > ds->width))
-        return vnm_data_fail(err, err_len, "loader: pad %d, expected 0..%d (image %d×%d)",
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "loader: pad %d, expected 0..%d (image %d×%d)",
                              cfg->pad, ds->height < ds->width ? ds->height : ds->width,
                              ds->height, ds->width);
     if (!isfinite(cfg->mean) || !isfinite(cfg->std) || !(cfg->std > 0.0f))
-        return vnm_data_fail(err, err_len, "loader: mean %g, std %g: expected finite, std > 0",
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "loader: mean %g, std %g: expected finite, std > 0",
                              (double)cfg->mean, (double)cfg->std);
 
     vnm_loader *l = calloc(1, sizeof *l);
     if (!l) {
-        vnm_data_fail(err, err_len, "loader: out of memory");
+        vnm_errbuf(err, err_len, VNM_ERR_INPUT, "loader: out of memory");
         return VNM_ERR_RUNTIME;
     }
     pthread_mutex_init(&l->mu, NULL);
@@ -223,7 +223,7 @@ vnm_status vnm_loader_create(const vnm_dataset *ds, const vnm_loader_config *cfg
     }
     if (!ok) {
         vnm_loader_free(l);
-        vnm_data_fail(err, err_len, "loader: out of memory for batch %lld of [%d, %d, %d]",
+        vnm_errbuf(err, err_len, VNM_ERR_INPUT, "loader: out of memory for batch %lld of [%d, %d, %d]",
                       (long long)cfg->batch, ds->channels, ds->height, ds->width);
         return VNM_ERR_RUNTIME;
     }
@@ -261,7 +261,7 @@ int64_t vnm_loader_batches_per_epoch(const vnm_loader *l)
 
 vnm_status vnm_loader_next(vnm_loader *l, vnm_batch *out, char *err, size_t err_len)
 {
-    if (!l || !out) return vnm_data_fail(err, err_len, "loader_next: NULL loader or batch");
+    if (!l || !out) return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "loader_next: NULL loader or batch");
     const batch_slot *s;
     if (l->running) {
         pthread_mutex_lock(&l->mu);
@@ -286,9 +286,9 @@ vnm_sampler_pos vnm_loader_get_pos(const vnm_loader *l) { return l->pos; }
 
 vnm_status vnm_loader_set_pos(vnm_loader *l, vnm_sampler_pos pos, char *err, size_t err_len)
 {
-    if (!l) return vnm_data_fail(err, err_len, "loader_set_pos: NULL loader");
+    if (!l) return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "loader_set_pos: NULL loader");
     if (pos.epoch < 0 || pos.index < 0 || pos.index > l->ds->n)
-        return vnm_data_fail(err, err_len,
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                              "loader_set_pos: position {epoch %lld, index %lld}, expected epoch "
                              "≥ 0 and index in [0, %lld]",
                              (long long)pos.epoch, (long long)pos.index, (long long)l->ds->n);

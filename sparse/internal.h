@@ -4,10 +4,8 @@
 
 #include "kernels.h"
 
-/* Writes the message into err (when not NULL) and returns VNM_ERR_INPUT: the error convention
- * of the host-side sparse functions. */
-vnm_status vnm_sparse_fail(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/* The error convention of the host-side sparse functions: a message in err, VNM_ERR_INPUT. */
+#define vnm_sparse_fail(err, err_len, ...) vnm_errbuf((err), (err_len), VNM_ERR_INPUT, __VA_ARGS__)
 
 /* Argument checks of the sparse-linear ops: cpu context, x f32 [..., I], b NULL or f32 [O]. */
 bool vnm_sparse_linear_check(vnm_ctx *ctx, const char *op, const vnm_tensor *x, int64_t O,

@@ -41,23 +41,10 @@ struct vnm_ckpt_reader {
 
 /* ---- errors ---- */
 
-static vnm_status ckpt_fail(char *err, size_t err_len, vnm_status st, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static vnm_status ckpt_fail(char *err, size_t err_len, vnm_status st, const char *fmt, ...)
-{
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
-
 /* System-call failure: the message ends with strerror(errno). */
 static vnm_status sys_fail(char *err, size_t err_len, const char *what, const char *path)
 {
-    return ckpt_fail(err, err_len, VNM_ERR_RUNTIME, "checkpoint: %s %s: %s", what, path,
+    return vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "checkpoint: %s %s: %s", what, path,
                      strerror(errno));
 }
 
@@ -79,7 +66,7 @@ static vnm_status h5_fail(char *err, size_t err_len, vnm_status st, const char *
     va_end(ap);
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, innermost_cb, hint);
     H5Eclear2(H5E_DEFAULT);
-    return ckpt_fail(err, err_len, st, "%s (HDF5: %s) [%s:%d]", what,
+    return vnm_errbuf(err, err_len, st, "%s (HDF5: %s) [%s:%d]", what,
                      hint[0] ? hint : "no detail", src, line);
 }
 
@@ -181,7 +168,7 @@ static vnm_status mkdir_p(const char *path, char *err, size_t err_len)
 {
     char buf[PATH_MAX];
     if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint: path too long: %s", path);
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint: path too long: %s", path);
     for (char *p = buf + 1; *p; p++) {
         if (*p != '/') continue;
         *p = '\0';
@@ -243,7 +230,7 @@ static vnm_status list_steps(const char *dir, int64_t **steps, int64_t *count, c
                 closedir(d);
                 free(*steps);
                 *steps = NULL;
-                return ckpt_fail(err, err_len, VNM_ERR_RUNTIME, "checkpoint: out of memory");
+                return vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "checkpoint: out of memory");
             }
             *steps = grown;
         }
@@ -333,9 +320,9 @@ static htri_t path_exists(hid_t file, const char *path)
 static vnm_status writer_check(const vnm_ckpt_writer *w, const char *path, const char *what,
                                char *err, size_t err_len)
 {
-    if (!w) return ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint %s: writer is NULL", what);
+    if (!w) return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint %s: writer is NULL", what);
     if (!path || path[0] != '/')
-        return ckpt_fail(err, err_len, VNM_ERR_INPUT,
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                          "checkpoint %s: %s: path must be absolute (start with '/'), got '%s'",
                          w->tmp, what, path ? path : "(null)");
     return VNM_OK;
@@ -345,17 +332,17 @@ vnm_ckpt_writer *vnm_ckpt_begin(const char *dir, int64_t step, char *err, size_t
 {
     h5_quiet();
     if (!dir || !dir[0]) {
-        ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint: run directory is empty");
+        vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint: run directory is empty");
         return NULL;
     }
     if (step < 0) {
-        ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint %s: step must be >= 0, got %lld", dir,
+        vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint %s: step must be >= 0, got %lld", dir,
                   (long long)step);
         return NULL;
     }
     vnm_ckpt_writer *w = calloc(1, sizeof *w);
     if (!w) {
-        ckpt_fail(err, err_len, VNM_ERR_RUNTIME, "checkpoint: out of memory");
+        vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "checkpoint: out of memory");
         return NULL;
     }
     w->file = -1;
@@ -363,7 +350,7 @@ vnm_ckpt_writer *vnm_ckpt_begin(const char *dir, int64_t step, char *err, size_t
     step_name(w->name, sizeof w->name, step);
     if (snprintf(w->dir, sizeof w->dir, "%s/ckpt", dir) >= (int)sizeof w->dir ||
         snprintf(w->tmp, sizeof w->tmp, "%s/%s.tmp", w->dir, w->name) >= (int)sizeof w->tmp) {
-        ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint: path too long: %s", dir);
+        vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint: path too long: %s", dir);
         free(w);
         return NULL;
     }
@@ -401,7 +388,7 @@ static vnm_status set_attr(vnm_ckpt_writer *w, const char *path, const char *nam
     if (rc != VNM_OK) return rc;
     if (!name || !name[0]) {
         w->failed = true;
-        return ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint %s: %s: attribute name is empty",
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint %s: %s: attribute name is empty",
                          w->tmp, path);
     }
     hid_t obj = -1, lcpl = -1;
@@ -430,7 +417,7 @@ vnm_status vnm_ckpt_set_str(vnm_ckpt_writer *w, const char *path, const char *na
 {
     if (w && !value) {
         w->failed = true;
-        return ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint %s: %s: attribute %s is NULL",
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint %s: %s: attribute %s is NULL",
                          w->tmp, path ? path : "(null)", name ? name : "(null)");
     }
     hid_t t = utf8_type();
@@ -459,10 +446,10 @@ vnm_status vnm_ckpt_set_f64(vnm_ckpt_writer *w, const char *path, const char *na
 vnm_status vnm_ckpt_write_meta(vnm_ckpt_writer *w, const vnm_ckpt_meta *meta, char *err,
                                size_t err_len)
 {
-    if (!w) return ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint meta: writer is NULL");
+    if (!w) return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint meta: writer is NULL");
     if (!meta) {
         w->failed = true;
-        return ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint %s: meta is NULL", w->tmp);
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint %s: meta is NULL", w->tmp);
     }
     char created[32];
     time_t now = time(NULL);
@@ -494,12 +481,12 @@ vnm_status vnm_ckpt_write(vnm_ckpt_writer *w, const char *path, vnm_ckpt_dtype d
     int64_t numel = 1;
     hsize_t dims[VNM_CKPT_MAX_DIMS];
     if (!dtype_valid(dt)) {
-        rc = ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint %s: dataset %s: invalid dtype %d",
+        rc = vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint %s: dataset %s: invalid dtype %d",
                        w->tmp, path, (int)dt);
         goto fail;
     }
     if (ndim < 0 || ndim > VNM_CKPT_MAX_DIMS || (ndim > 0 && !shape)) {
-        rc = ckpt_fail(err, err_len, VNM_ERR_INPUT,
+        rc = vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                        "checkpoint %s: dataset %s: ndim must be 0..%d with a shape, got %d",
                        w->tmp, path, VNM_CKPT_MAX_DIMS, ndim);
         goto fail;
@@ -508,7 +495,7 @@ vnm_status vnm_ckpt_write(vnm_ckpt_writer *w, const char *path, vnm_ckpt_dtype d
         if (shape[d] < 0) {
             char s[160];
             fmt_shape(s, sizeof s, ndim, shape);
-            rc = ckpt_fail(err, err_len, VNM_ERR_INPUT,
+            rc = vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                            "checkpoint %s: dataset %s: negative dimension in shape %s", w->tmp,
                            path, s);
             goto fail;
@@ -517,7 +504,7 @@ vnm_status vnm_ckpt_write(vnm_ckpt_writer *w, const char *path, vnm_ckpt_dtype d
         numel *= shape[d];
     }
     if (numel > 0 && !data) {
-        rc = ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint %s: dataset %s: data is NULL",
+        rc = vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint %s: dataset %s: data is NULL",
                        w->tmp, path);
         goto fail;
     }
@@ -525,7 +512,7 @@ vnm_status vnm_ckpt_write(vnm_ckpt_writer *w, const char *path, vnm_ckpt_dtype d
     VNM_H5_CHECK(exists = path_exists(w->file, path), VNM_ERR_RUNTIME,
                  "checkpoint %s: cannot look up %s", w->tmp, path);
     if (exists) {
-        rc = ckpt_fail(err, err_len, VNM_ERR_INPUT,
+        rc = vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                        "checkpoint %s: dataset %s: already written", w->tmp, path);
         goto fail;
     }
@@ -566,7 +553,7 @@ static vnm_status write_latest(const char *dir, const char *name, char *err, siz
 {
     char tmp[PATH_MAX], dst[PATH_MAX];
     if (!path_join(tmp, dir, LATEST_TMP) || !path_join(dst, dir, LATEST))
-        return ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint: path too long: %s", dir);
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint: path too long: %s", dir);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
     if (fd < 0) return sys_fail(err, err_len, "cannot create", tmp);
     char line[80];
@@ -606,11 +593,11 @@ static vnm_status prune(const char *dir, int keep_last, int64_t keep_step, char 
 vnm_status vnm_ckpt_commit(vnm_ckpt_writer *w, int keep_last, char *path_out, size_t path_len,
                            char *err, size_t err_len)
 {
-    if (!w) return ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint commit: writer is NULL");
+    if (!w) return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint commit: writer is NULL");
     vnm_status rc = VNM_OK;
     char final[PATH_MAX];
     if (w->failed || !w->have_meta) {
-        rc = ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint %s: not committed: %s", w->tmp,
+        rc = vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint %s: not committed: %s", w->tmp,
                        w->failed ? "an earlier write failed"
                                  : "vnm_ckpt_write_meta was not called");
         vnm_ckpt_abort(w);
@@ -646,16 +633,16 @@ static vnm_status resolve(const char *path, char *out /* [PATH_MAX] */, char *er
     if (is_file(path))
         return snprintf(out, PATH_MAX, "%s", path) < PATH_MAX
                    ? VNM_OK
-                   : ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint %s: path too long", path);
+                   : vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint %s: path too long", path);
     if (!is_dir(path))
-        return ckpt_fail(err, err_len, VNM_ERR_INPUT,
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                          "checkpoint %s: no such file or directory (expected a checkpoint file, "
                          "a ckpt directory or a run directory)",
                          path);
     char dir[PATH_MAX], p[PATH_MAX];
     if (!path_join(p, path, "ckpt") || snprintf(dir, sizeof dir, "%s", is_dir(p) ? p : path) < 0 ||
         !path_join(p, dir, LATEST))
-        return ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint %s: path too long", path);
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint %s: path too long", path);
     FILE *f = fopen(p, "r");
     if (f) {
         char name[256] = "";
@@ -671,14 +658,14 @@ static vnm_status resolve(const char *path, char *out /* [PATH_MAX] */, char *er
     vnm_status rc = list_steps(dir, &steps, &n, err, err_len);
     if (rc != VNM_OK) return rc;
     if (n == 0)
-        return ckpt_fail(err, err_len, VNM_ERR_INPUT,
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                          "checkpoint %s: no checkpoint found (no step_*.h5 file)", dir);
     char name[64];
     step_name(name, sizeof name, steps[0]);
     free(steps);
     return path_join(out, dir, name)
                ? VNM_OK
-               : ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint %s: path too long", dir);
+               : vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint %s: path too long", dir);
 }
 
 /* Opens scalar attribute `name` of object `path` and checks its HDF5 type class. */
@@ -691,11 +678,11 @@ static vnm_status open_attr(vnm_ckpt_reader *r, const char *path, const char *na
     htri_t e;
     *out = -1;
     if (!r || !path || !name)
-        return ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint: reader, path or name is NULL");
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint: reader, path or name is NULL");
     VNM_H5_CHECK(e = path_exists(r->file, path), VNM_ERR_INPUT,
                  "checkpoint %s: cannot look up %s", r->file_path, path);
     if (!e) {
-        rc = ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint %s: no object %s", r->file_path,
+        rc = vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint %s: no object %s", r->file_path,
                        path);
         goto fail;
     }
@@ -704,7 +691,7 @@ static vnm_status open_attr(vnm_ckpt_reader *r, const char *path, const char *na
     VNM_H5_CHECK(e = H5Aexists(obj, name), VNM_ERR_INPUT,
                  "checkpoint %s: %s: cannot look up attribute %s", r->file_path, path, name);
     if (!e) {
-        rc = ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint %s: %s has no attribute '%s'",
+        rc = vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint %s: %s has no attribute '%s'",
                        r->file_path, path, name);
         goto fail;
     }
@@ -716,7 +703,7 @@ static vnm_status open_attr(vnm_ckpt_reader *r, const char *path, const char *na
                  "checkpoint %s: %s: cannot read shape of attribute %s", r->file_path, path,
                  name);
     if (H5Tget_class(type) != want || H5Sget_simple_extent_npoints(space) != 1) {
-        rc = ckpt_fail(err, err_len, VNM_ERR_INPUT,
+        rc = vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                        "checkpoint %s: %s: attribute %s is not a scalar %s", r->file_path, path,
                        name, want_name);
         goto fail;
@@ -784,7 +771,7 @@ vnm_status vnm_ckpt_get_str(vnm_ckpt_reader *r, const char *path, const char *na
             VNM_H5_CHECK(H5Aread(attr, mtype, *out), VNM_ERR_INPUT,
                          "checkpoint %s: %s: cannot read attribute %s", r->file_path, path, name);
     }
-    if (!*out) rc = ckpt_fail(err, err_len, VNM_ERR_RUNTIME, "checkpoint: out of memory");
+    if (!*out) rc = vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "checkpoint: out of memory");
 fail:
     if (rc != VNM_OK) {
         free(*out);
@@ -807,12 +794,12 @@ vnm_ckpt_reader *vnm_ckpt_open(const char *path, char *err, size_t err_len)
 {
     h5_quiet();
     if (!path) {
-        ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint: path is NULL");
+        vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint: path is NULL");
         return NULL;
     }
     vnm_ckpt_reader *r = calloc(1, sizeof *r);
     if (!r) {
-        ckpt_fail(err, err_len, VNM_ERR_RUNTIME, "checkpoint: out of memory");
+        vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "checkpoint: out of memory");
         return NULL;
     }
     r->file = -1;
@@ -824,7 +811,7 @@ vnm_ckpt_reader *vnm_ckpt_open(const char *path, char *err, size_t err_len)
     char *format = NULL;
     if (vnm_ckpt_get_str(r, "/", "format", &format, err, err_len) != VNM_OK ||
         strcmp(format, VNM_CKPT_FORMAT) != 0) {
-        rc = ckpt_fail(err, err_len, VNM_ERR_INPUT,
+        rc = vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                        "checkpoint %s: not a vnm checkpoint (root attribute format is %s%s%s, "
                        "expected \"" VNM_CKPT_FORMAT "\")",
                        r->file_path, format ? "\"" : "",
@@ -837,7 +824,7 @@ vnm_ckpt_reader *vnm_ckpt_open(const char *path, char *err, size_t err_len)
     if ((rc = vnm_ckpt_get_i64(r, "/", "format_version", &version, err, err_len)) != VNM_OK)
         goto fail;
     if (version > VNM_CKPT_FORMAT_VERSION || version < 1) {
-        rc = ckpt_fail(err, err_len, VNM_ERR_INPUT,
+        rc = vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                        version > VNM_CKPT_FORMAT_VERSION
                            ? "checkpoint %s: format_version %lld is newer than this program "
                              "supports (%d)"
@@ -904,7 +891,7 @@ vnm_status vnm_ckpt_list(vnm_ckpt_reader *r, const char *path, char ***names, in
                          char *err, size_t err_len)
 {
     if (!r || !path || !names || !count)
-        return ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint list: NULL argument");
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint list: NULL argument");
     *names = NULL;
     *count = 0;
     vnm_status rc = VNM_OK;
@@ -915,7 +902,7 @@ vnm_status vnm_ckpt_list(vnm_ckpt_reader *r, const char *path, char ***names, in
     VNM_H5_CHECK(e = path_exists(r->file, path), VNM_ERR_INPUT,
                  "checkpoint %s: cannot look up %s", r->file_path, path);
     if (!e) {
-        rc = ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint %s: no group %s", r->file_path,
+        rc = vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint %s: no group %s", r->file_path,
                        path);
         goto fail;
     }
@@ -924,7 +911,7 @@ vnm_status vnm_ckpt_list(vnm_ckpt_reader *r, const char *path, char ***names, in
     VNM_H5_CHECK(H5Ovisit2(grp, H5_INDEX_NAME, H5_ITER_INC, list_cb, &acc, H5O_INFO_BASIC),
                  VNM_ERR_INPUT, "checkpoint %s: cannot list group %s", r->file_path, path);
     if (acc.oom) {
-        rc = ckpt_fail(err, err_len, VNM_ERR_RUNTIME, "checkpoint: out of memory");
+        rc = vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "checkpoint: out of memory");
         goto fail;
     }
     if (acc.count) qsort(acc.names, (size_t)acc.count, sizeof *acc.names, cmp_str);
@@ -948,11 +935,11 @@ static vnm_status open_dataset(vnm_ckpt_reader *r, const char *path, hid_t *ds,
     htri_t e;
     *ds = -1;
     if (!r || !path)
-        return ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint: reader or path is NULL");
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint: reader or path is NULL");
     VNM_H5_CHECK(e = path_exists(r->file, path), VNM_ERR_INPUT,
                  "checkpoint %s: cannot look up %s", r->file_path, path);
     if (!e) {
-        rc = ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint %s: no dataset %s",
+        rc = vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint %s: no dataset %s",
                        r->file_path, path);
         goto fail;
     }
@@ -964,7 +951,7 @@ static vnm_status open_dataset(vnm_ckpt_reader *r, const char *path, hid_t *ds,
     VNM_H5_CHECK(nd = H5Sget_simple_extent_ndims(space), VNM_ERR_INPUT,
                  "checkpoint %s: dataset %s: cannot read rank", r->file_path, path);
     if (nd > VNM_CKPT_MAX_DIMS) {
-        rc = ckpt_fail(err, err_len, VNM_ERR_INPUT,
+        rc = vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                        "checkpoint %s: dataset %s has %d dimensions, at most %d supported",
                        r->file_path, path, nd, VNM_CKPT_MAX_DIMS);
         goto fail;
@@ -994,7 +981,7 @@ static vnm_status open_dataset(vnm_ckpt_reader *r, const char *path, hid_t *ds,
     else if (cls == H5T_INTEGER && size == 8 && sgn) *dt = VNM_CKPT_I64;
     else if (cls == H5T_INTEGER && size == 8 && !sgn) *dt = VNM_CKPT_U64;
     else {
-        rc = ckpt_fail(err, err_len, VNM_ERR_INPUT,
+        rc = vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                        "checkpoint %s: dataset %s has an unsupported type (HDF5 class %d, %zu "
                        "bytes%s)",
                        r->file_path, path, (int)cls, size,
@@ -1028,7 +1015,7 @@ vnm_status vnm_ckpt_read(vnm_ckpt_reader *r, const char *path, vnm_ckpt_dtype dt
     int got_nd;
     int64_t got[VNM_CKPT_MAX_DIMS];
     if (ndim < 0 || ndim > VNM_CKPT_MAX_DIMS || (ndim > 0 && !shape) || !dtype_valid(dt))
-        return ckpt_fail(err, err_len, VNM_ERR_INPUT,
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                          "checkpoint read %s: bad request (ndim %d, dtype %d)",
                          path ? path : "(null)", ndim, (int)dt);
     vnm_status rc = open_dataset(r, path, &ds, &got_dt, &got_nd, got, err, err_len);
@@ -1043,13 +1030,13 @@ vnm_status vnm_ckpt_read(vnm_ckpt_reader *r, const char *path, vnm_ckpt_dtype dt
         char a[160], b[160];
         fmt_shape(a, sizeof a, got_nd, got);
         fmt_shape(b, sizeof b, ndim, shape);
-        rc = ckpt_fail(err, err_len, VNM_ERR_INPUT,
+        rc = vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                        "checkpoint %s: dataset %s is %s %s, expected %s %s", r->file_path, path,
                        vnm_ckpt_dtype_name(got_dt), a, vnm_ckpt_dtype_name(dt), b);
         goto fail;
     }
     if (numel > 0 && !out) {
-        rc = ckpt_fail(err, err_len, VNM_ERR_INPUT, "checkpoint %s: dataset %s: out is NULL",
+        rc = vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint %s: dataset %s: out is NULL",
                        r->file_path, path);
         goto fail;
     }

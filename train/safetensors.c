@@ -26,17 +26,6 @@ struct vnm_safetensors {
     char **meta; /* [2 n_meta] key, value */
 };
 
-static vnm_status fail(char *err, size_t err_len, vnm_status s, const char *fmt, ...)
-{
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return s;
-}
-
 static char *dup_str(const char *s)
 {
     size_t n = strlen(s) + 1;
@@ -91,26 +80,26 @@ static vnm_status parse_tensor(const char *path, const char *name, const vnm_jso
                                uint64_t data_len, entry *e, char *err, size_t err_len)
 {
     if (v->kind != VNM_JSON_OBJECT)
-        return fail(err, err_len, VNM_ERR_INPUT, "%s: tensor '%s': expected an object, found %s",
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: tensor '%s': expected an object, found %s",
                     path, name, vnm_json_kind_name(v->kind));
     const vnm_json *dt = vnm_json_get(v, "dtype"), *shape = vnm_json_get(v, "shape"),
                    *off = vnm_json_get(v, "data_offsets");
     if (!dt || dt->kind != VNM_JSON_STRING)
-        return fail(err, err_len, VNM_ERR_INPUT, "%s: tensor '%s': expected a string \"dtype\"",
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: tensor '%s': expected a string \"dtype\"",
                     path, name);
     size_t d = 0;
     while (d < N_DTYPES && strcmp(dtypes[d].name, dt->string)) d++;
     if (d == N_DTYPES)
-        return fail(err, err_len, VNM_ERR_INPUT,
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                     "%s: tensor '%s': unsupported dtype '%s' (expected F32, BF16, F16, I32, I64 or "
                     "U8)",
                     path, name, dt->string);
     e->pub.dtype = dtypes[d].dt;
     if (!shape || shape->kind != VNM_JSON_ARRAY)
-        return fail(err, err_len, VNM_ERR_INPUT, "%s: tensor '%s': expected an array \"shape\"",
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: tensor '%s': expected an array \"shape\"",
                     path, name);
     if (shape->count > VNM_MAX_DIMS)
-        return fail(err, err_len, VNM_ERR_INPUT,
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                     "%s: tensor '%s': shape has %zu dims (vnm supports at most %d)", path, name,
                     shape->count, VNM_MAX_DIMS);
     e->pub.ndim = (int)shape->count;
@@ -118,10 +107,10 @@ static vnm_status parse_tensor(const char *path, const char *name, const vnm_jso
     for (size_t i = 0; i < shape->count; i++) {
         const vnm_json *s = shape->items[i];
         if (s->kind != VNM_JSON_NUMBER || !s->is_int || s->integer < 0)
-            return fail(err, err_len, VNM_ERR_INPUT,
+            return vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                         "%s: tensor '%s': shape[%zu] is not a non-negative integer", path, name, i);
         if (s->integer && e->pub.numel > INT64_MAX / 8 / s->integer)
-            return fail(err, err_len, VNM_ERR_INPUT, "%s: tensor '%s': shape is too large", path,
+            return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: tensor '%s': shape is too large", path,
                         name);
         e->pub.shape[i] = s->integer;
         e->pub.numel *= s->integer;
@@ -130,21 +119,21 @@ static vnm_status parse_tensor(const char *path, const char *name, const vnm_jso
         off->items[0]->kind != VNM_JSON_NUMBER || !off->items[0]->is_int ||
         off->items[1]->kind != VNM_JSON_NUMBER || !off->items[1]->is_int ||
         off->items[0]->integer < 0 || off->items[1]->integer < off->items[0]->integer)
-        return fail(
+        return vnm_errbuf(
             err, err_len, VNM_ERR_INPUT,
             "%s: tensor '%s': expected \"data_offsets\" [begin, end] with 0 <= begin <= end", path,
             name);
     e->pub.begin = (uint64_t)off->items[0]->integer;
     e->pub.end = (uint64_t)off->items[1]->integer;
     if (e->pub.end > data_len)
-        return fail(err, err_len, VNM_ERR_INPUT,
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                     "%s: tensor '%s': data_offsets [%llu, %llu] extend beyond the %llu data bytes "
                     "(truncated file?)",
                     path, name, (unsigned long long)e->pub.begin, (unsigned long long)e->pub.end,
                     (unsigned long long)data_len);
     uint64_t bytes = (uint64_t)e->pub.numel * vnm_dtype_size(e->pub.dtype);
     if (bytes != e->pub.end - e->pub.begin)
-        return fail(
+        return vnm_errbuf(
             err, err_len, VNM_ERR_INPUT,
             "%s: tensor '%s': shape and dtype %s need %llu bytes but data_offsets span %llu", path,
             name, dt->string, (unsigned long long)bytes,
@@ -157,14 +146,14 @@ static vnm_status load_file(vnm_safetensors *st, const char *path, int want_meta
                             size_t err_len)
 {
     char **files = realloc(st->files, (st->n_files + 1) * sizeof *files);
-    if (!files) return fail(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", path);
+    if (!files) return vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", path);
     st->files = files;
     const char *fpath = files[st->n_files] = dup_str(path);
-    if (!fpath) return fail(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", path);
+    if (!fpath) return vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", path);
     st->n_files++;
 
     FILE *f = fopen(path, "rb");
-    if (!f) return fail(err, err_len, VNM_ERR_INPUT, "%s: cannot open: %s", path, strerror(errno));
+    if (!f) return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: cannot open: %s", path, strerror(errno));
     unsigned char len8[8];
     uint64_t file_size = 0, n = 0;
     char *text = NULL;
@@ -176,14 +165,14 @@ static vnm_status load_file(vnm_safetensors *st, const char *path, int want_meta
     }
     rewind(f);
     if (file_size < 8 || fread(len8, 1, 8, f) != 8) {
-        s = fail(err, err_len, VNM_ERR_INPUT,
+        s = vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                  "%s: truncated: %llu bytes, shorter than the 8-byte header length", path,
                  (unsigned long long)file_size);
         goto done;
     }
     for (int i = 7; i >= 0; i--) n = n << 8 | len8[i];
     if (n < 2 || n > VNM_SAFETENSORS_MAX_HEADER || n > file_size - 8) {
-        s = fail(err, err_len, VNM_ERR_INPUT,
+        s = vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                  "%s: header length %llu is invalid (file has %llu bytes after the length; "
                  "expected 2 to %llu)",
                  path, (unsigned long long)n, (unsigned long long)(file_size - 8),
@@ -192,12 +181,12 @@ static vnm_status load_file(vnm_safetensors *st, const char *path, int want_meta
     }
     text = malloc(n);
     if (!text) {
-        s = fail(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory for a %llu-byte header", path,
+        s = vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory for a %llu-byte header", path,
                  (unsigned long long)n);
         goto done;
     }
     if (fread(text, 1, n, f) != n) {
-        s = fail(err, err_len, VNM_ERR_INPUT, "%s: read error in the header", path);
+        s = vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: read error in the header", path);
         goto done;
     }
     char src[4096];
@@ -208,13 +197,13 @@ static vnm_status load_file(vnm_safetensors *st, const char *path, int want_meta
         goto done;
     }
     if (h->kind != VNM_JSON_OBJECT) {
-        s = fail(err, err_len, VNM_ERR_INPUT, "%s: header is a JSON %s, expected an object", path,
+        s = vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: header is a JSON %s, expected an object", path,
                  vnm_json_kind_name(h->kind));
         goto done;
     }
     entry *t = realloc(st->t, (st->n + h->count) * sizeof *t);
     if (!t) {
-        s = fail(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", path);
+        s = vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", path);
         goto done;
     }
     st->t = t;
@@ -225,16 +214,16 @@ static vnm_status load_file(vnm_safetensors *st, const char *path, int want_meta
         const vnm_json *v = h->items[i];
         if (!strcmp(key, "__metadata__")) {
             if (v->kind != VNM_JSON_OBJECT) {
-                s = fail(err, err_len, VNM_ERR_INPUT, "%s: __metadata__ must be an object", path);
+                s = vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: __metadata__ must be an object", path);
                 break;
             }
             for (size_t j = 0; j < v->count && !s; j++) {
                 if (v->items[j]->kind != VNM_JSON_STRING)
-                    s = fail(err, err_len, VNM_ERR_INPUT,
+                    s = vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                              "%s: __metadata__ key '%s': expected a string value, found %s", path,
                              v->keys[j], vnm_json_kind_name(v->items[j]->kind));
                 else if (want_meta && add_meta(st, v->keys[j], v->items[j]->string))
-                    s = fail(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", path);
+                    s = vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", path);
             }
             continue;
         }
@@ -245,7 +234,7 @@ static vnm_status load_file(vnm_safetensors *st, const char *path, int want_meta
         e->base = 8 + n;
         e->pub.file = fpath;
         if (!(e->pub.name = dup_str(key)))
-            s = fail(err, err_len, VNM_ERR_RUNTIME, "out of memory");
+            s = vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "out of memory");
         else
             st->n++;
     }
@@ -254,14 +243,14 @@ static vnm_status load_file(vnm_safetensors *st, const char *path, int want_meta
     size_t m = st->n - first;
     entry **order = malloc((m ? m : 1) * sizeof *order);
     if (!order) {
-        s = fail(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", path);
+        s = vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", path);
         goto done;
     }
     for (size_t i = 0; i < m; i++) order[i] = &st->t[first + i];
     qsort(order, m, sizeof *order, cmp_entry_begin);
     for (size_t i = 1; i < m && !s; i++)
         if (order[i]->pub.begin < order[i - 1]->pub.end)
-            s = fail(err, err_len, VNM_ERR_INPUT,
+            s = vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                      "%s: tensors '%s' [%llu, %llu] and '%s' [%llu, %llu] overlap", path,
                      order[i - 1]->pub.name, (unsigned long long)order[i - 1]->pub.begin,
                      (unsigned long long)order[i - 1]->pub.end, order[i]->pub.name,
@@ -279,16 +268,16 @@ done:
 static vnm_status index_names(vnm_safetensors *st, char *err, size_t err_len)
 {
     st->byname = malloc((st->n ? st->n : 1) * sizeof *st->byname);
-    if (!st->byname) return fail(err, err_len, VNM_ERR_RUNTIME, "out of memory");
+    if (!st->byname) return vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "out of memory");
     for (size_t i = 0; i < st->n; i++) st->byname[i] = &st->t[i];
     qsort(st->byname, st->n, sizeof *st->byname, cmp_entry_name);
     for (size_t i = 1; i < st->n; i++) {
         const vnm_safetensors_tensor *a = &st->byname[i - 1]->pub, *b = &st->byname[i]->pub;
         if (strcmp(a->name, b->name)) continue;
         if (a->file == b->file)
-            return fail(err, err_len, VNM_ERR_INPUT, "%s: duplicate tensor name '%s'", b->file,
+            return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: duplicate tensor name '%s'", b->file,
                         b->name);
-        return fail(err, err_len, VNM_ERR_INPUT, "%s: duplicate tensor name '%s' (also in %s)",
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: duplicate tensor name '%s' (also in %s)",
                     b->file, b->name, a->file);
     }
     return VNM_OK;
@@ -305,7 +294,7 @@ static vnm_status open_index(vnm_safetensors *st, const char *path, char *err, s
     const char *slash = strrchr(path, '/');
     size_t dir_len = slash ? (size_t)(slash - path) + 1 : 0;
     if (!wm || wm->kind != VNM_JSON_OBJECT) {
-        s = fail(err, err_len, VNM_ERR_INPUT, "%s: expected an object \"weight_map\"", path);
+        s = vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: expected an object \"weight_map\"", path);
         goto done;
     }
     for (size_t i = 0; meta && meta->kind == VNM_JSON_OBJECT && i < meta->count && !s; i++) {
@@ -316,12 +305,12 @@ static vnm_status open_index(vnm_safetensors *st, const char *path, char *err, s
         else if (v->kind != VNM_JSON_STRING)
             continue; /* only strings and integers (total_size) have a text form callers need */
         if (add_meta(st, meta->keys[i], v->kind == VNM_JSON_STRING ? v->string : num))
-            s = fail(err, err_len, VNM_ERR_RUNTIME, "out of memory");
+            s = vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "out of memory");
     }
     for (size_t i = 0; i < wm->count && !s; i++) {
         const vnm_json *v = wm->items[i];
         if (v->kind != VNM_JSON_STRING || !v->string_len || strchr(v->string, '/')) {
-            s = fail(err, err_len, VNM_ERR_INPUT,
+            s = vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                      "%s: weight_map['%s']: expected a shard file name (no directories)", path,
                      wm->keys[i]);
             break;
@@ -331,7 +320,7 @@ static vnm_status open_index(vnm_safetensors *st, const char *path, char *err, s
         if (seen < i) continue;
         char *shard = malloc(dir_len + v->string_len + 1);
         if (!shard) {
-            s = fail(err, err_len, VNM_ERR_RUNTIME, "out of memory");
+            s = vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "out of memory");
             break;
         }
         memcpy(shard, path, dir_len);
@@ -344,12 +333,12 @@ static vnm_status open_index(vnm_safetensors *st, const char *path, char *err, s
         const vnm_safetensors_tensor *t = vnm_safetensors_find(st, wm->keys[i]);
         const char *want = wm->items[i]->string;
         if (!t || strcmp(t->file + dir_len, want))
-            s = fail(err, err_len, VNM_ERR_INPUT, "%s: weight_map puts tensor '%s' in %s, but %s",
+            s = vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: weight_map puts tensor '%s' in %s, but %s",
                      path, wm->keys[i], want, t ? "it is in another shard" : "no shard has it");
     }
     for (size_t i = 0; i < st->n && !s; i++)
         if (!vnm_json_get(wm, st->t[i].pub.name))
-            s = fail(err, err_len, VNM_ERR_INPUT, "%s: tensor '%s' of %s is not in weight_map",
+            s = vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: tensor '%s' of %s is not in weight_map",
                      path, st->t[i].pub.name, st->t[i].pub.file);
 done:
     vnm_json_free(idx);
@@ -360,7 +349,7 @@ vnm_status vnm_safetensors_open(const char *path, vnm_safetensors **out, char *e
 {
     *out = NULL;
     vnm_safetensors *st = calloc(1, sizeof *st);
-    if (!st) return fail(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", path);
+    if (!st) return vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", path);
     size_t len = strlen(path);
     vnm_status s;
     if (len >= 11 && !strcmp(path + len - 11, ".index.json")) {
@@ -417,7 +406,7 @@ static const vnm_safetensors_tensor *lookup(const vnm_safetensors *st, const cha
 {
     const vnm_safetensors_tensor *t = vnm_safetensors_find(st, name);
     if (!t)
-        fail(err, err_len, VNM_ERR_INPUT, "%s: no tensor named '%s'",
+        vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: no tensor named '%s'",
              st && st->n_files ? st->files[0] : "safetensors", name ? name : "(null)");
     return t;
 }
@@ -429,18 +418,18 @@ vnm_status vnm_safetensors_read(const vnm_safetensors *st, const char *name, voi
     if (!t) return VNM_ERR_INPUT;
     uint64_t bytes = t->end - t->begin;
     if (buf_bytes != bytes)
-        return fail(err, err_len, VNM_ERR_INPUT,
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                     "%s: tensor '%s': buffer has %zu bytes, tensor has %llu", t->file, name,
                     buf_bytes, (unsigned long long)bytes);
     const entry *e = (const entry *)t; /* pub is the first member */
     FILE *f = fopen(t->file, "rb");
     if (!f)
-        return fail(err, err_len, VNM_ERR_INPUT, "%s: cannot open: %s", t->file, strerror(errno));
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: cannot open: %s", t->file, strerror(errno));
     int ok =
         fseeko(f, (off_t)(e->base + t->begin), SEEK_SET) == 0 && fread(buf, 1, bytes, f) == bytes;
     fclose(f);
     if (!ok)
-        return fail(err, err_len, VNM_ERR_INPUT,
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                     "%s: tensor '%s': short read (file truncated since it was opened?)", t->file,
                     name);
     return VNM_OK;
@@ -452,14 +441,14 @@ vnm_status vnm_safetensors_read_f32(const vnm_safetensors *st, const char *name,
     const vnm_safetensors_tensor *t = lookup(st, name, err, err_len);
     if (!t) return VNM_ERR_INPUT;
     if ((int64_t)n != t->numel)
-        return fail(err, err_len, VNM_ERR_INPUT,
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                     "%s: tensor '%s': buffer has %zu floats, tensor "
                     "has %lld elements",
                     t->file, name, n, (long long)t->numel);
     if (t->dtype == VNM_DTYPE_F32) return vnm_safetensors_read(st, name, buf, n * 4, err, err_len);
     size_t bytes = (size_t)(t->end - t->begin);
     void *raw = malloc(bytes ? bytes : 1);
-    if (!raw) return fail(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", t->file);
+    if (!raw) return vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", t->file);
     vnm_status s = vnm_safetensors_read(st, name, raw, bytes, err, err_len);
     for (size_t i = 0; !s && i < n; i++) {
         switch (t->dtype) {
@@ -555,27 +544,27 @@ static vnm_status check_entries(const char *path, const vnm_safetensors_entry *t
     for (size_t i = 0; i < n; i++) {
         const vnm_safetensors_entry *t = &tensors[i];
         if (!t->name || !*t->name || !strcmp(t->name, "__metadata__"))
-            return fail(err, err_len, VNM_ERR_INPUT, "%s: tensor %zu: empty or reserved name", path,
+            return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: tensor %zu: empty or reserved name", path,
                         i);
         if (dtype_index(t->dtype) < 0 || t->ndim < 0 || t->ndim > VNM_MAX_DIMS ||
             (!t->shape && t->ndim))
-            return fail(err, err_len, VNM_ERR_INPUT, "%s: tensor '%s': bad dtype or ndim %d", path,
+            return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: tensor '%s': bad dtype or ndim %d", path,
                         t->name, t->ndim);
         for (int d = 0; d < t->ndim; d++)
             if (t->shape[d] < 0)
-                return fail(err, err_len, VNM_ERR_INPUT, "%s: tensor '%s': negative shape[%d]",
+                return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: tensor '%s': negative shape[%d]",
                             path, t->name, d);
         if (!t->data)
-            return fail(err, err_len, VNM_ERR_INPUT, "%s: tensor '%s': no data", path, t->name);
+            return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: tensor '%s': no data", path, t->name);
     }
     const vnm_safetensors_entry **byname = malloc((n ? n : 1) * sizeof *byname);
-    if (!byname) return fail(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", path);
+    if (!byname) return vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", path);
     for (size_t i = 0; i < n; i++) byname[i] = &tensors[i];
     qsort(byname, n, sizeof *byname, cmp_write_name);
     vnm_status s = VNM_OK;
     for (size_t i = 1; i < n && !s; i++)
         if (!strcmp(byname[i]->name, byname[i - 1]->name))
-            s = fail(err, err_len, VNM_ERR_INPUT, "%s: duplicate tensor name '%s'", path,
+            s = vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: duplicate tensor name '%s'", path,
                      byname[i]->name);
     free(byname);
     return s;
@@ -587,18 +576,18 @@ static vnm_status write_atomic(const char *path, const void *const *chunks, cons
                                size_t n, char *err, size_t err_len)
 {
     char *tmp = malloc(strlen(path) + 5);
-    if (!tmp) return fail(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", path);
+    if (!tmp) return vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", path);
     sprintf(tmp, "%s.tmp", path);
     vnm_status s = VNM_OK;
     FILE *f = fopen(tmp, "wb");
     if (!f) {
-        s = fail(err, err_len, VNM_ERR_INPUT, "%s: cannot create: %s", tmp, strerror(errno));
+        s = vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: cannot create: %s", tmp, strerror(errno));
     } else {
         int ok = 1;
         for (size_t i = 0; ok && i < n; i++) ok = fwrite(chunks[i], 1, sizes[i], f) == sizes[i];
         ok = fclose(f) == 0 && ok;
         if (!ok || rename(tmp, path)) {
-            s = fail(err, err_len, VNM_ERR_RUNTIME, "%s: write failed: %s", path, strerror(errno));
+            s = vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "%s: write failed: %s", path, strerror(errno));
             remove(tmp);
         }
     }
@@ -612,21 +601,21 @@ vnm_status vnm_safetensors_write(const char *path, const vnm_safetensors_entry *
     vnm_status s = check_entries(path, tensors, n, err, err_len);
     if (s) return s;
     const vnm_safetensors_entry **order = malloc((n ? n : 1) * sizeof *order);
-    if (!order) return fail(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", path);
+    if (!order) return vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", path);
     for (size_t i = 0; i < n; i++) order[i] = &tensors[i];
     qsort(order, n, sizeof *order, cmp_write);
     const char *const **mk = malloc((n_meta ? n_meta : 1) * sizeof *mk);
     vnm_json *h = NULL;
     char *text = NULL;
     size_t len = 0;
-    if (!mk) s = fail(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", path);
+    if (!mk) s = vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", path);
     for (size_t i = 0; i < n_meta && !s; i++) mk[i] = &meta[2 * i];
     if (!s) qsort(mk, n_meta, sizeof *mk, cmp_meta);
     for (size_t i = 1; i < n_meta && !s; i++)
         if (!strcmp(*mk[i], *mk[i - 1]))
-            s = fail(err, err_len, VNM_ERR_INPUT, "%s: duplicate metadata key '%s'", path, *mk[i]);
+            s = vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: duplicate metadata key '%s'", path, *mk[i]);
     if (!s && !(h = build_header(order, n, mk, n_meta)))
-        s = fail(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", path);
+        s = vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", path);
     if (!s) s = vnm_json_write(h, &text, &len, err, err_len);
     if (s) goto done;
     /* Space padding to a multiple of 8 keeps the data section aligned, as the Python library does.
@@ -639,7 +628,7 @@ vnm_status vnm_safetensors_write(const char *path, const vnm_safetensors_entry *
         if (p) text = p;
         free(chunks);
         free(sizes);
-        s = fail(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", path);
+        s = vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", path);
         goto done;
     }
     text = p;
@@ -669,7 +658,7 @@ vnm_status vnm_safetensors_write_sharded(const char *index_path,
     static const char suffix[] = ".safetensors.index.json";
     size_t plen = strlen(index_path), slen = sizeof suffix - 1;
     if (plen <= slen || strcmp(index_path + plen - slen, suffix))
-        return fail(err, err_len, VNM_ERR_INPUT,
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                     "%s: a sharded set's index must be named "
                     "<base>%s",
                     index_path, suffix);
@@ -687,7 +676,7 @@ vnm_status vnm_safetensors_write_sharded(const char *index_path,
     bad |= vnm_json_add(idx, "weight_map", wm);
     char *text = NULL;
     size_t len = 0;
-    if (bad) s = fail(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", index_path);
+    if (bad) s = vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", index_path);
     uint64_t run = 0, total = 0;
     for (size_t i = 0; i < n && !s; i++) {
         uint64_t b = entry_bytes(&tensors[i]);
@@ -706,10 +695,10 @@ vnm_status vnm_safetensors_write_sharded(const char *index_path,
                                   err, err_len);
         for (size_t i = first[k]; i < first[k + 1] && !s; i++)
             if (vnm_json_add(wm, tensors[i].name, vnm_json_new_string(shard + dir_len)))
-                s = fail(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", index_path);
+                s = vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", index_path);
     }
     if (!s && vnm_json_add(md, "total_size", vnm_json_new_int((int64_t)total)))
-        s = fail(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", index_path);
+        s = vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", index_path);
     if (!s) s = vnm_json_write(idx, &text, &len, err, err_len);
     if (!s) {
         const void *chunk = text;

@@ -32,19 +32,6 @@ typedef struct {
 
 static const char *const sparse_arrays[4] = {"vals", "slots", "cols", "rows"};
 
-static vnm_status state_fail(char *err, size_t err_len, vnm_status st, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static vnm_status state_fail(char *err, size_t err_len, vnm_status st, const char *fmt, ...)
-{
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
-
 static bool ckpt_dtype_of(vnm_dtype dt, vnm_ckpt_dtype *out)
 {
     switch (dt) {
@@ -83,15 +70,15 @@ static vnm_status plan_add(state_plan *p, const char *where, vnm_tensor *t, char
     int len = vsnprintf(e->path, sizeof e->path, fmt, ap);
     va_end(ap);
     if (len < 0 || len >= (int)sizeof e->path)
-        return state_fail(err, err_len, VNM_ERR_INPUT, "%s: name too long: %s", where, e->path);
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: name too long: %s", where, e->path);
     if (!t)
-        return state_fail(err, err_len, VNM_ERR_INPUT, "%s: %s: tensor is NULL", where, e->path);
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: %s: tensor is NULL", where, e->path);
     if (!ckpt_dtype_of(t->dtype, &e->dt))
-        return state_fail(err, err_len, VNM_ERR_INPUT, "%s: %s: dtype %s cannot be stored", where,
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: %s: dtype %s cannot be stored", where,
                           e->path, vnm_dtype_name(t->dtype));
     for (int i = 0; i < p->n; i++)
         if (!strcmp(p->e[i].path, e->path))
-            return state_fail(err, err_len, VNM_ERR_INPUT, "%s: %s: named twice", where, e->path);
+            return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: %s: named twice", where, e->path);
     e->t = t;
     p->n++;
     return VNM_OK;
@@ -112,36 +99,36 @@ static vnm_status plan_build(const vnm_run_state *st, bool with_optim, const cha
 {
     *p = (state_plan){0};
     if (!st || !st->ctx)
-        return state_fail(err, err_len, VNM_ERR_INPUT, "%s: run state or its context is NULL",
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: run state or its context is NULL",
                           where);
     if (st->n_tensors < 0 || st->n_sparse < 0 || (st->n_tensors && !st->tensors) ||
         (st->n_sparse && !st->sparse))
-        return state_fail(err, err_len, VNM_ERR_INPUT, "%s: bad tensor or sparse weight list",
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: bad tensor or sparse weight list",
                           where);
     int n_opt = with_optim ? vnm_optim_num_params(st->optim) : 0;
     int n_states = with_optim ? vnm_optim_state_count(st->optim) : 0;
     if (with_optim && !st->optim_cfg)
-        return state_fail(err, err_len, VNM_ERR_INPUT, "%s: optimizer given without optim_cfg",
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "%s: optimizer given without optim_cfg",
                           where);
     p->e = calloc((size_t)st->n_tensors + 4 * (size_t)st->n_sparse + (size_t)n_opt * n_states + 1,
                   sizeof *p->e);
     p->optim_names = calloc((size_t)n_opt + 1, sizeof *p->optim_names);
     if (!p->e || !p->optim_names) {
         plan_free(p);
-        return state_fail(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", where);
+        return vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "%s: out of memory", where);
     }
     vnm_status rc = VNM_OK;
     for (int i = 0; i < st->n_tensors && rc == VNM_OK; i++) {
         const char *name = st->tensors[i].name;
         rc = name_ok(name) ? plan_add(p, where, st->tensors[i].t, err, err_len, "/model/%s", name)
-                           : state_fail(err, err_len, VNM_ERR_INPUT,
+                           : vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                                         "%s: tensor %d: name is empty or holds '/'", where, i);
     }
     p->sparse0 = p->n;
     for (int i = 0; i < st->n_sparse && rc == VNM_OK; i++) {
         const vnm_state_sparse *s = &st->sparse[i];
         if (!name_ok(s->name) || !s->w) {
-            rc = state_fail(err, err_len, VNM_ERR_INPUT,
+            rc = vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                             "%s: sparse weight %d: NULL, or name empty or holding '/'", where, i);
             break;
         }
@@ -154,7 +141,7 @@ static vnm_status plan_build(const vnm_run_state *st, bool with_optim, const cha
         const vnm_tensor *t = vnm_optim_param(st->optim, i);
         p->optim_names[i] = optim_param_name(st, t);
         if (!p->optim_names[i]) {
-            rc = state_fail(err, err_len, VNM_ERR_INPUT,
+            rc = vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                             "%s: optimizer parameter %d (%s) is neither a listed tensor nor a "
                             "sparse weight's vals",
                             where, i, t && t->name ? t->name : "unnamed");
@@ -175,10 +162,10 @@ static vnm_status write_tensor(vnm_ckpt_writer *w, vnm_ctx *ctx, const state_ent
 {
     int64_t n = vnm_numel(e->t);
     void *host = malloc((size_t)(n ? n : 1) * vnm_dtype_size(e->t->dtype));
-    if (!host) return state_fail(err, err_len, VNM_ERR_RUNTIME, "state save: out of memory");
+    if (!host) return vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "state save: out of memory");
     vnm_status rc = vnm_tensor_to_host(ctx, e->t, host);
     if (rc != VNM_OK)
-        state_fail(err, err_len, rc, "state save: %s: %s", e->path, vnm_ctx_error(ctx));
+        vnm_errbuf(err, err_len, rc, "state save: %s: %s", e->path, vnm_ctx_error(ctx));
     else
         rc = vnm_ckpt_write(w, e->path, e->dt, e->t->ndim, e->t->shape, host, err, err_len);
     free(host);
@@ -226,10 +213,10 @@ static vnm_status write_sparse_extra(vnm_ckpt_writer *w, vnm_ctx *ctx, const vnm
         return rc;
     if (!s->perm_in) return VNM_OK;
     int32_t *rows = malloc((size_t)sw->O_pad * sizeof *rows); // [O_pad]
-    if (!rows) return state_fail(err, err_len, VNM_ERR_RUNTIME, "state save: out of memory");
+    if (!rows) return vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "state save: out of memory");
     char sub[STATE_PATH_LEN + 16];
     rc = vnm_tensor_to_host(ctx, sw->rows, rows);
-    if (rc != VNM_OK) state_fail(err, err_len, rc, "state save: %s: %s", path, vnm_ctx_error(ctx));
+    if (rc != VNM_OK) vnm_errbuf(err, err_len, rc, "state save: %s: %s", path, vnm_ctx_error(ctx));
     snprintf(sub, sizeof sub, "%s/perm_out", path);
     if (rc == VNM_OK)
         rc = vnm_ckpt_write(w, sub, VNM_CKPT_I32, 1, &sw->O, rows, err, err_len);
@@ -333,7 +320,7 @@ static vnm_status check_listing(vnm_ckpt_reader *r, const vnm_run_state *st, boo
         for (int i = 0; i < p->n && !found; i++)
             if (!strcmp(p->e[i].path, names[j])) found = p->e[i].seen = true;
         if (!found && !extra_allowed(st, with_optim, names[j]))
-            rc = state_fail(err, err_len, VNM_ERR_INPUT,
+            rc = vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                             "checkpoint %s: unexpected dataset %s (not part of this run)",
                             vnm_ckpt_file(r), names[j]);
     }
@@ -341,7 +328,7 @@ static vnm_status check_listing(vnm_ckpt_reader *r, const vnm_run_state *st, boo
     for (int i = 0; i < p->n && rc == VNM_OK; i++)
         if (!p->e[i].seen) {
             char shape[96];
-            rc = state_fail(err, err_len, VNM_ERR_INPUT,
+            rc = vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                             "checkpoint %s: missing dataset %s (expected %s)", vnm_ckpt_file(r),
                             p->e[i].path, vnm_shape_str(p->e[i].t, shape, sizeof shape));
         }
@@ -364,7 +351,7 @@ static vnm_status check_sparse_attrs(vnm_ckpt_reader *r, const vnm_state_sparse 
         return rc;
     }
     if (strcmp(pat, want) || O != s->w->O || I != s->w->I)
-        rc = state_fail(err, err_len, VNM_ERR_INPUT,
+        rc = vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                         "checkpoint %s: %s: pattern %s, O×I %lldx%lld; the run expects %s, "
                         "%lldx%lld",
                         vnm_ckpt_file(r), path, pat, (long long)O, (long long)I, want,
@@ -379,7 +366,7 @@ static vnm_status read_entries(vnm_ckpt_reader *r, state_plan *p, char *err, siz
         state_entry *e = &p->e[i];
         int64_t n = vnm_numel(e->t);
         e->host = malloc((size_t)(n ? n : 1) * vnm_dtype_size(e->t->dtype));
-        if (!e->host) return state_fail(err, err_len, VNM_ERR_RUNTIME, "state load: out of memory");
+        if (!e->host) return vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "state load: out of memory");
         vnm_status rc = vnm_ckpt_read(r, e->path, e->dt, e->t->ndim, e->t->shape, e->host, err,
                                       err_len);
         if (rc != VNM_OK) return rc;
@@ -396,7 +383,7 @@ static vnm_status validate_sparse(vnm_ckpt_reader *r, const vnm_state_sparse *s,
                          e[0].host, e[1].host, e[2].host, e[3].host};
     char why[512];
     if (vnm_sparse_validate(&h, why, sizeof why) == VNM_OK) return VNM_OK;
-    return state_fail(err, err_len, VNM_ERR_INPUT, "checkpoint %s: /sparse/%s: invalid: %s",
+    return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "checkpoint %s: /sparse/%s: invalid: %s",
                       vnm_ckpt_file(r), s->name, why);
 }
 
@@ -418,7 +405,7 @@ static vnm_status read_optim(vnm_ckpt_reader *r, const vnm_run_state *st, const 
     if (rc != VNM_OK) return rc;
     const char *want = vnm_optim_kind_name(st->optim_cfg->kind);
     if (strcmp(kind, want))
-        rc = state_fail(err, err_len, VNM_ERR_INPUT,
+        rc = vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                         "checkpoint %s: /optim: optimizer %s, the run uses %s", vnm_ckpt_file(r),
                         kind, want);
     free(kind);
@@ -426,7 +413,7 @@ static vnm_status read_optim(vnm_ckpt_reader *r, const vnm_run_state *st, const 
     int n = vnm_optim_num_params(st->optim);
     sc->param_steps = calloc((size_t)n + 1, sizeof *sc->param_steps);
     if (!sc->param_steps && rc == VNM_OK)
-        rc = state_fail(err, err_len, VNM_ERR_RUNTIME, "state load: out of memory");
+        rc = vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "state load: out of memory");
     for (int i = 0; i < n && rc == VNM_OK; i++) {
         char path[STATE_PATH_LEN + 8];
         snprintf(path, sizeof path, "/optim/%s", p->optim_names[i]);
@@ -459,7 +446,7 @@ static vnm_status apply(vnm_run_state *st, const state_plan *p, const state_scal
 {
     for (int i = 0; i < p->n; i++)
         if (vnm_tensor_from_host(st->ctx, p->e[i].t, p->e[i].host) != VNM_OK)
-            return state_fail(err, err_len, VNM_ERR_RUNTIME, "state load: %s: %s", p->e[i].path,
+            return vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "state load: %s: %s", p->e[i].path,
                               vnm_ctx_error(st->ctx));
     if (st->optim) {
         for (int i = 0; i < vnm_optim_num_params(st->optim); i++)

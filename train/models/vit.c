@@ -21,19 +21,6 @@
 
 #include "../safetensors.h"
 
-static vnm_status fail(char *err, size_t err_len, vnm_status st, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static vnm_status fail(char *err, size_t err_len, vnm_status st, const char *fmt, ...)
-{
-    if (err && err_len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_len, fmt, ap);
-        va_end(ap);
-    }
-    return st;
-}
-
 static void shape_text(int ndim, const int64_t *shape, char *buf, size_t len)
 {
     size_t k = (size_t)snprintf(buf, len, "[");
@@ -55,7 +42,7 @@ vnm_status vnm_vit_config_preset(const char *size, vnm_vit_config *cfg, char *er
                                 .img_size = 224, .in_chans = 3, .num_classes = 1000};
         return VNM_OK;
     }
-    return fail(err, err_len, VNM_ERR_INPUT,
+    return vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                 "vit: unknown model size '%s' (expected tiny, small or base)",
                 size ? size : "(null)");
 }
@@ -318,9 +305,9 @@ vnm_status vnm_vit_linear_set_sparse(vnm_vit_linear *l, vnm_sparse_weight *sw, c
                                      size_t err_len)
 {
     if (!sw)
-        return fail(err, err_len, VNM_ERR_INPUT, "vit: %s: NULL sparse weight", l->name);
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "vit: %s: NULL sparse weight", l->name);
     if (sw->O != l->out || sw->I != l->in)
-        return fail(err, err_len, VNM_ERR_INPUT,
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                     "vit: %s: sparse weight is [%lld, %lld], the layer needs [%lld, %lld]", l->name,
                     (long long)sw->O, (long long)sw->I, (long long)l->out, (long long)l->in);
     if (l->sparse != sw) vnm_sparse_weight_free(l->sparse);
@@ -469,7 +456,7 @@ static vnm_status check_file(const vnm_vit *m, const vnm_safetensors *st, const 
     for (int i = 0; i < m->n_params; i++) {
         vnm_vit_param p = vnm_vit_param_at(m, i);
         if (p.linear && p.linear->sparse)
-            return fail(err, err_len, VNM_ERR_INPUT,
+            return vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                         "vit: %s: cannot load '%s' into a pruned (sparse) layer", path, p.name);
         if (head_mismatch(m, st, p.name)) continue;
         const vnm_safetensors_tensor *t = vnm_safetensors_find(st, p.name);
@@ -477,18 +464,18 @@ static vnm_status check_file(const vnm_vit *m, const vnm_safetensors *st, const 
         int ndim = param_shape(&p, shape);
         shape_text(ndim, shape, want, sizeof want);
         if (!t)
-            return fail(err, err_len, VNM_ERR_INPUT, "vit: %s: missing tensor '%s' (expected %s)",
+            return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "vit: %s: missing tensor '%s' (expected %s)",
                         path, p.name, want);
         if (t->ndim != ndim || memcmp(t->shape, shape, (size_t)ndim * sizeof *shape) != 0) {
             shape_text(t->ndim, t->shape, got, sizeof got);
-            return fail(err, err_len, VNM_ERR_INPUT,
+            return vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                         "vit: %s: tensor '%s' has shape %s, expected %s", path, p.name, got, want);
         }
     }
     for (size_t i = 0; i < vnm_safetensors_count(st); i++) {
         const char *name = vnm_safetensors_tensor_at(st, i)->name;
         if (find_param(m, name) < 0 && !ignored(name, ignore, n_ignore))
-            return fail(err, err_len, VNM_ERR_INPUT,
+            return vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                         "vit: %s: unexpected tensor '%s' (not a parameter of this model)", path,
                         name);
     }
@@ -507,10 +494,10 @@ vnm_status vnm_vit_load(vnm_ctx *ctx, vnm_vit *m, const char *path, const char *
         if (head_mismatch(m, st, p.name)) continue;
         int64_t n = vnm_numel(p.tensor);
         float *buf = malloc((size_t)n * sizeof *buf);
-        if (!buf) rc = fail(err, err_len, VNM_ERR_RUNTIME, "vit: %s: out of memory", path);
+        if (!buf) rc = vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "vit: %s: out of memory", path);
         if (rc == VNM_OK) rc = vnm_safetensors_read_f32(st, p.name, buf, (size_t)n, err, err_len);
         if (rc == VNM_OK && vnm_tensor_from_host(ctx, p.tensor, buf) != VNM_OK)
-            rc = fail(err, err_len, VNM_ERR_RUNTIME, "vit: %s: cannot set '%s': %s", path,
+            rc = vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "vit: %s: cannot set '%s': %s", path,
                       p.name, vnm_ctx_error(ctx));
         free(buf);
     }
@@ -525,7 +512,7 @@ static float *param_host(vnm_ctx *ctx, const vnm_vit_param *p, char *err, size_t
     int64_t n = l ? l->in * l->out : vnm_numel(p->tensor);
     float *buf = malloc((size_t)n * sizeof *buf);
     if (!buf) {
-        fail(err, err_len, VNM_ERR_RUNTIME, "vit: out of memory saving '%s'", p->name);
+        vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "vit: out of memory saving '%s'", p->name);
         return NULL;
     }
     if (l && l->sparse) {
@@ -538,7 +525,7 @@ static float *param_host(vnm_ctx *ctx, const vnm_vit_param *p, char *err, size_t
     } else if (vnm_tensor_to_host(ctx, p->tensor, buf) == VNM_OK) {
         return buf;
     }
-    fail(err, err_len, VNM_ERR_RUNTIME, "vit: cannot read '%s': %s", p->name, vnm_ctx_error(ctx));
+    vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "vit: cannot read '%s': %s", p->name, vnm_ctx_error(ctx));
     free(buf);
     return NULL;
 }
@@ -553,7 +540,7 @@ vnm_status vnm_vit_save(vnm_ctx *ctx, const vnm_vit *m, const char *path, char *
     float **data = calloc((size_t)n, sizeof *data);
     vnm_status rc = ps && es && shapes && data
                         ? VNM_OK
-                        : fail(err, err_len, VNM_ERR_RUNTIME, "vit: %s: out of memory", path);
+                        : vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "vit: %s: out of memory", path);
     for (int i = 0; rc == VNM_OK && i < n; i++) {
         ps[i] = vnm_vit_param_at(m, i);
         data[i] = param_host(ctx, &ps[i], err, err_len);
