@@ -21,32 +21,6 @@
 
 #define ERR_LEN 1024
 
-static int setup_dir(void **state)
-{
-    char *dir = strdup("/tmp/vnm_ckpt_test_XXXXXX");
-    if (!dir || !mkdtemp(dir)) return -1;
-    *state = dir;
-    return 0;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static int teardown_dir(void **state)
-{
-    int rc = nftw(*state, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    free(*state);
-    return rc;
-}
-
-static void assert_has(const char *text, const char *needle)
-{
-    if (!strstr(text, needle)) fail_msg("expected \"%s\" in: %s", needle, text);
-}
-
 static bool exists(const char *dir, const char *name)
 {
     char p[PATH_MAX];
@@ -125,8 +99,8 @@ static void assert_open_fails(const char *path, const char *needle)
         vnm_ckpt_close(r);
         fail_msg("open %s succeeded, expected an error with \"%s\"", path, needle);
     }
-    assert_has(err, path);
-    assert_has(err, needle);
+    tu_assert_has(err, path);
+    tu_assert_has(err, needle);
 }
 
 static void test_roundtrip_dtypes(void **state)
@@ -171,7 +145,7 @@ static void test_roundtrip_dtypes(void **state)
                            cases[c].data, err, sizeof err))
             fail_msg("%s", err);
     if (vnm_ckpt_commit(w, 0, path, sizeof path, err, sizeof err)) fail_msg("%s", err);
-    assert_has(path, "/ckpt/step_00000007.h5");
+    tu_assert_has(path, "/ckpt/step_00000007.h5");
 
     vnm_ckpt_reader *r = vnm_ckpt_open(path, err, sizeof err);
     if (!r) fail_msg("%s", err);
@@ -213,7 +187,7 @@ static void test_roundtrip_dtypes(void **state)
     assert_string_equal(names[0], "/sparse/blocks.1.mlp.fc1/cols");
     vnm_ckpt_free_names(names, count);
     assert_int_not_equal(vnm_ckpt_list(r, "/lora", &names, &count, err, sizeof err), VNM_OK);
-    assert_has(err, "no group /lora");
+    tu_assert_has(err, "no group /lora");
     vnm_ckpt_close(r);
 }
 
@@ -287,13 +261,13 @@ static void test_attributes(void **state)
     assert_true(d == -2.5e-7);
 
     assert_int_equal(vnm_ckpt_get_i64(r, "/", "format", &i, err, sizeof err), VNM_ERR_INPUT);
-    assert_has(err, "attribute format is not a scalar integer");
+    tu_assert_has(err, "attribute format is not a scalar integer");
     assert_int_equal(vnm_ckpt_get_f64(r, "/", "step", &d, err, sizeof err), VNM_ERR_INPUT);
-    assert_has(err, "attribute step is not a scalar float");
+    tu_assert_has(err, "attribute step is not a scalar float");
     assert_int_equal(vnm_ckpt_get_str(r, "/", "nope", &s, err, sizeof err), VNM_ERR_INPUT);
-    assert_has(err, "/ has no attribute 'nope'");
+    tu_assert_has(err, "/ has no attribute 'nope'");
     assert_int_equal(vnm_ckpt_get_i64(r, "/model/x", "a", &i, err, sizeof err), VNM_ERR_INPUT);
-    assert_has(err, "no object /model/x");
+    tu_assert_has(err, "no object /model/x");
     vnm_ckpt_close(r);
 }
 
@@ -356,7 +330,7 @@ static void test_latest_fallback(void **state)
     assert_opens_step(dir, 3);
     snprintf(p, sizeof p, "%s/nowhere", dir);
     assert_null(vnm_ckpt_open(p, err, sizeof err));
-    assert_has(err, "no such file or directory");
+    tu_assert_has(err, "no such file or directory");
 }
 
 static void test_corrupt_file(void **state)
@@ -424,27 +398,27 @@ static void test_read_mismatch(void **state)
     assert_int_equal(vnm_ckpt_read(r, "/model/w", VNM_CKPT_F32, 2, (int64_t[]){3, 2}, buf, err,
                                    sizeof err),
                      VNM_ERR_INPUT);
-    assert_has(err, vnm_ckpt_file(r));
-    assert_has(err, "dataset /model/w is f32 [2, 3], expected f32 [3, 2]");
+    tu_assert_has(err, vnm_ckpt_file(r));
+    tu_assert_has(err, "dataset /model/w is f32 [2, 3], expected f32 [3, 2]");
     assert_int_equal(vnm_ckpt_read(r, "/model/w", VNM_CKPT_F32, 1, (int64_t[]){6}, buf, err,
                                    sizeof err),
                      VNM_ERR_INPUT);
-    assert_has(err, "is f32 [2, 3], expected f32 [6]");
+    tu_assert_has(err, "is f32 [2, 3], expected f32 [6]");
     assert_int_equal(
         vnm_ckpt_read(r, "/model/w", VNM_CKPT_I32, 2, W_SHAPE, buf, err, sizeof err),
         VNM_ERR_INPUT);
-    assert_has(err, "is f32 [2, 3], expected i32 [2, 3]");
+    tu_assert_has(err, "is f32 [2, 3], expected i32 [2, 3]");
     assert_int_equal(
         vnm_ckpt_read(r, "/model/w", VNM_CKPT_BF16, 2, W_SHAPE, buf, err, sizeof err),
         VNM_ERR_INPUT);
-    assert_has(err, "expected bf16 [2, 3]");
+    tu_assert_has(err, "expected bf16 [2, 3]");
     assert_int_equal(
         vnm_ckpt_read(r, "/model/v", VNM_CKPT_F32, 2, W_SHAPE, buf, err, sizeof err),
         VNM_ERR_INPUT);
-    assert_has(err, "no dataset /model/v");
+    tu_assert_has(err, "no dataset /model/v");
     assert_int_equal(vnm_ckpt_read(r, "/model", VNM_CKPT_F32, 2, W_SHAPE, buf, err, sizeof err),
                      VNM_ERR_INPUT);
-    assert_has(err, "/model is not a dataset");
+    tu_assert_has(err, "/model is not a dataset");
     vnm_ckpt_close(r);
 }
 
@@ -458,7 +432,7 @@ static void test_writer_errors(void **state)
     if (!w) fail_msg("%s", err);
     assert_true(exists(dir, "step_00000001.h5.tmp"));
     assert_int_equal(vnm_ckpt_commit(w, 0, NULL, 0, err, sizeof err), VNM_ERR_INPUT);
-    assert_has(err, "vnm_ckpt_write_meta was not called");
+    tu_assert_has(err, "vnm_ckpt_write_meta was not called");
     assert_int_equal(count_files(dir), 0);
 
     /* a failed write poisons the checkpoint */
@@ -466,22 +440,22 @@ static void test_writer_errors(void **state)
     assert_int_equal(
         vnm_ckpt_write(w, "/model/w", VNM_CKPT_F32, 2, W_SHAPE, &x, err, sizeof err),
         VNM_ERR_INPUT);
-    assert_has(err, "dataset /model/w: already written");
+    tu_assert_has(err, "dataset /model/w: already written");
     assert_int_equal(vnm_ckpt_write(w, "model/y", VNM_CKPT_F32, 0, NULL, &x, err, sizeof err),
                      VNM_ERR_INPUT);
-    assert_has(err, "path must be absolute");
+    tu_assert_has(err, "path must be absolute");
     assert_int_equal(vnm_ckpt_write(w, "/model/z", VNM_CKPT_F32, 2, (int64_t[]){2, -1}, &x, err,
                                     sizeof err),
                      VNM_ERR_INPUT);
-    assert_has(err, "negative dimension in shape [2, -1]");
+    tu_assert_has(err, "negative dimension in shape [2, -1]");
     /* a dataset cannot hold a child: HDF5's failure comes back as a message, not a crash */
     assert_int_equal(vnm_ckpt_write(w, "/model/w/sub", VNM_CKPT_F32, 0, NULL, &x, err,
                                     sizeof err),
                      VNM_ERR_RUNTIME);
-    assert_has(err, "/model/w/sub");
-    assert_has(err, "checkpoint.c:");
+    tu_assert_has(err, "/model/w/sub");
+    tu_assert_has(err, "checkpoint.c:");
     assert_int_equal(vnm_ckpt_commit(w, 0, NULL, 0, err, sizeof err), VNM_ERR_INPUT);
-    assert_has(err, "an earlier write failed");
+    tu_assert_has(err, "an earlier write failed");
     assert_int_equal(count_files(dir), 0);
 
     w = begin_simple(dir, 3);
@@ -490,9 +464,9 @@ static void test_writer_errors(void **state)
     vnm_ckpt_abort(NULL);
 
     assert_null(vnm_ckpt_begin(dir, -1, err, sizeof err));
-    assert_has(err, "step must be >= 0");
+    tu_assert_has(err, "step must be >= 0");
     assert_null(vnm_ckpt_begin("/proc/no_such_dir", 1, err, sizeof err));
-    assert_has(err, "cannot create directory /proc/no_such_dir");
+    tu_assert_has(err, "cannot create directory /proc/no_such_dir");
 }
 
 /* The child writes step 2 until killed; the parent kills it mid-dataset. */
@@ -584,10 +558,10 @@ static void test_h5py_reads(void **state)
         fail_msg("%s", err);
     int rc = run_h5py(script, path, out, sizeof out);
     if (rc != 0) fail_msg("h5py checker exited %d:\n%s", rc, out);
-    assert_has(out, "dataset /model/blocks.0.attn.qkv.weight [2, 3] uint16 dtype=bf16");
-    assert_has(out, "dataset /model/w [2, 3] float32 dtype=f32");
-    assert_has(out, "attr format = 'vnm-checkpoint'");
-    assert_has(out, "attr step = 42");
+    tu_assert_has(out, "dataset /model/blocks.0.attn.qkv.weight [2, 3] uint16 dtype=bf16");
+    tu_assert_has(out, "dataset /model/w [2, 3] float32 dtype=f32");
+    tu_assert_has(out, "attr format = 'vnm-checkpoint'");
+    tu_assert_has(out, "attr step = 42");
 
     /* the checker itself rejects a file that is not ours */
     w = begin_simple(dir, 43);
@@ -595,23 +569,23 @@ static void test_h5py_reads(void **state)
         vnm_ckpt_commit(w, 0, path, sizeof path, err, sizeof err))
         fail_msg("%s", err);
     assert_int_equal(run_h5py(script, path, out, sizeof out), 1);
-    assert_has(out, "not a vnm checkpoint");
+    tu_assert_has(out, "not a vnm checkpoint");
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_roundtrip_dtypes, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_attributes, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_latest_and_keep_last, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_latest_fallback, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_corrupt_file, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_wrong_format, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_newer_version, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_read_mismatch, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_writer_errors, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_kill_during_write, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_h5py_reads, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_roundtrip_dtypes, tu_setup_tmpdir, tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_attributes, tu_setup_tmpdir, tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_latest_and_keep_last, tu_setup_tmpdir, tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_latest_fallback, tu_setup_tmpdir, tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_corrupt_file, tu_setup_tmpdir, tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_wrong_format, tu_setup_tmpdir, tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_newer_version, tu_setup_tmpdir, tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_read_mismatch, tu_setup_tmpdir, tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_writer_errors, tu_setup_tmpdir, tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_kill_during_write, tu_setup_tmpdir, tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_h5py_reads, tu_setup_tmpdir, tu_teardown_tmpdir),
     };
     return cmocka_run_group_tests_name("checkpoint", tests, NULL, NULL);
 }

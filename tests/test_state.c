@@ -184,32 +184,6 @@ static unsigned char *snapshot(const model *m, size_t *len)
 
 /* ---- fixtures ---- */
 
-static int setup_dir(void **state)
-{
-    char *dir = strdup("/tmp/vnm_state_test_XXXXXX");
-    if (!dir || !mkdtemp(dir)) return -1;
-    *state = dir;
-    return 0;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static int teardown_dir(void **state)
-{
-    int rc = nftw(*state, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    free(*state);
-    return rc;
-}
-
-static void assert_has(const char *text, const char *needle)
-{
-    if (!strstr(text, needle)) fail_msg("expected \"%s\" in: %s", needle, text);
-}
-
 /* Model A (seed 1) trained 3 steps and saved at step 3; path receives the file. */
 static void train_and_save(model *a, vnm_optim_kind kind, const char *dir, char *path)
 {
@@ -378,8 +352,8 @@ static void expect_load_error(model *b, const char *ckpt, const char *needle, co
     char *recipe = (char *)"untouched";
     assert_int_equal(vnm_state_load(ckpt, &b->st, &recipe, err, sizeof err), VNM_ERR_INPUT);
     assert_null(recipe);
-    assert_has(err, needle);
-    if (file) assert_has(err, file);
+    tu_assert_has(err, needle);
+    if (file) tu_assert_has(err, file);
     unsigned char *after = snapshot(b, &len1);
     assert_int_equal(len0, len1);
     assert_memory_equal(before, after, len0);
@@ -418,7 +392,7 @@ static void test_load_errors(void **state)
     char err[ERR_LEN];
     b.st.n_tensors = 4;
     assert_int_equal(vnm_state_save(dir, 0, &b.st, NULL, 0, err, sizeof err), VNM_ERR_INPUT);
-    assert_has(err, "head.bias");
+    tu_assert_has(err, "head.bias");
     b.st.n_tensors = 6;
     /* another optimiser kind: its states are not in the file */
     model c;
@@ -495,23 +469,23 @@ static void test_inspect(void **state)
     fclose(out);
     if (rc != VNM_OK) fail_msg("inspect: %s (output: %s)", err, text);
     char line[256];
-    assert_has(text, path);
-    assert_has(text, "version 1");
-    assert_has(text, "step 3, epoch 1, stage 2 (step 1 in stage)");
+    tu_assert_has(text, path);
+    tu_assert_has(text, "version 1");
+    tu_assert_has(text, "step 3, epoch 1, stage 2 (step 1 in stage)");
     snprintf(line, sizeof line, "vnm %s", VNM_VERSION);
-    assert_has(text, line);
+    tu_assert_has(text, line);
     /* dense: fc0 (H·IN + H), sp.bias, head (C·SO + C), buf */
     snprintf(line, sizeof line, "dense: 6 tensors, %d parameters",
              H * IN + H + SO + C * SO + C + NB);
-    assert_has(text, line);
+    tu_assert_has(text, line);
     snprintf(line, sizeof line, "%dx%d  kept %.4f (%lld)  permuted", SO, H,
              (double)a.kept / (SO * H), (long long)a.kept);
-    assert_has(text, line);
-    assert_has(text, "sp.weight");
-    assert_has(text, "16:2:5");
-    assert_has(text, "optimizer: adamw, step 3, lr 0.05");
-    assert_has(text, "data: epoch 1, index 7, seed 4242");
-    assert_has(text, "  name: state-test");
+    tu_assert_has(text, line);
+    tu_assert_has(text, "sp.weight");
+    tu_assert_has(text, "16:2:5");
+    tu_assert_has(text, "optimizer: adamw, step 3, lr 0.05");
+    tu_assert_has(text, "data: epoch 1, index 7, seed 4242");
+    tu_assert_has(text, "  name: state-test");
     free(text);
 
     /* bad input: the command exits 2 */
@@ -521,7 +495,7 @@ static void test_inspect(void **state)
     assert_int_equal(vnm_inspect_print(bad, out, err, sizeof err), VNM_ERR_INPUT);
     fclose(out);
     free(text);
-    assert_has(err, "missing.h5");
+    tu_assert_has(err, "missing.h5");
     char *argv[] = {bad};
     assert_int_equal(vnm_cmd_inspect(1, argv), 2);
     assert_int_equal(vnm_cmd_inspect(0, argv), 2);
@@ -531,12 +505,12 @@ static void test_inspect(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_resume_adamw, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_resume_sgd_momentum, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_layout, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_load_errors, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_load_without_optim, setup_dir, teardown_dir),
-        cmocka_unit_test_setup_teardown(test_inspect, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_resume_adamw, tu_setup_tmpdir, tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_resume_sgd_momentum, tu_setup_tmpdir, tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_layout, tu_setup_tmpdir, tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_load_errors, tu_setup_tmpdir, tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_load_without_optim, tu_setup_tmpdir, tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_inspect, tu_setup_tmpdir, tu_teardown_tmpdir),
     };
     return cmocka_run_group_tests_name("state", tests, NULL, NULL);
 }

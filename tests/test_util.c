@@ -1,6 +1,7 @@
 /* tests/test_util.c — see test_util.h. */
 #include "test_util.h"
 
+#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,35 @@ int tu_teardown(void **state)
 {
     vnm_ctx_destroy(*state);
     return 0;
+}
+
+int tu_setup_tmpdir(void **state)
+{
+    char *dir = strdup("/tmp/vnm_test_XXXXXX");
+    if (!dir || !mkdtemp(dir)) {
+        free(dir);
+        return -1;
+    }
+    *state = dir;
+    return 0;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+int tu_teardown_tmpdir(void **state)
+{
+    int rc = nftw(*state, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(*state);
+    return rc;
+}
+
+void tu_assert_has(const char *text, const char *needle)
+{
+    if (!strstr(text, needle)) fail_msg("expected \"%s\" in: %s", needle, text);
 }
 
 vnm_tensor *tu_param(vnm_ctx *ctx, int ndim, const int64_t *shape, float lo, float hi)

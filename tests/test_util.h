@@ -18,6 +18,13 @@ vnm_ctx *tu_ctx(void);
 int tu_setup(void **state);
 int tu_teardown(void **state);
 
+/* cmocka setup/teardown that put a fresh temporary directory (a malloc'd path) in *state, and
+ * remove it with everything in it. */
+int tu_setup_tmpdir(void **state);
+int tu_teardown_tmpdir(void **state);
+/* Fails the test unless text contains needle. */
+void tu_assert_has(const char *text, const char *needle);
+
 /* Persistent f32 tensor requiring grad, uniform in [lo, hi) from the context RNG. */
 vnm_tensor *tu_param(vnm_ctx *ctx, int ndim, const int64_t *shape, float lo, float hi);
 /* Host copy (malloc'd, caller frees) of an f32 tensor in row-major order. */
