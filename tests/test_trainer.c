@@ -1,10 +1,468 @@
-/* tests/test_trainer.c (to be filled in) */
+/* tests/test_trainer.c — `vnm train` / `vnm resume` end to end on a miniature ViT and the real
+ * Fashion-MNIST files: the run directory, bit-exact resume (in the middle of a dense stage, across
+ * the prune, and in the middle of a sparse_fixed stage), bad recipes, and a diverging loss.
+ * Skipped when the data set is not installed. The trainer's console output goes to /dev/null so
+ * it does not mix with TAP; log.txt keeps it. */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../data/data.h"
+#include "../train/checkpoint.h"
+#include "../train/recipe.h"
+#include "../train/trainer.h"
 #include "test_util.h"
 
-static void test_placeholder(void **state) { (void)state; }
+/* dense 6 → prune 16:2:4 (permuted) → sparse_fixed 6, a checkpoint every 4 steps */
+static const char mini_recipe[] =
+    "run: {name: mini, seed: 7, threads: 2}\n"
+    "model: {size: custom, embed_dim: 16, depth: 1, heads: 2, patch: 7}\n"
+    "data: {path: " VNM_FASHION_MNIST_DIR ", batch_size: 16, val_batch_size: 1000,\n"
+    "       augment: {crop_padding: 2, flip: true}, workers: 1}\n"
+    "sparsity: {pattern: '16:2:4', targets: ['blocks.*.mlp.fc*.weight'], permute: true}\n"
+    "optim: {name: adamw, lr: 0.003, clip_grad_norm: 1.0}\n"
+    "schedule: {name: cosine, warmup_steps: 2}\n"
+    "stages:\n"
+    "  - {name: dense, kind: dense, steps: 6}\n"
+    "  - {name: prune, kind: prune, steps: 1}\n"
+    "  - {name: sparse, kind: sparse_fixed, steps: 6}\n"
+    "checkpoint: {every: 4, keep_last: 10}\n"
+    "log: {every: 1}\n";
+
+static bool have_data(void)
+{
+    struct stat sb;
+    return stat(VNM_FASHION_MNIST_DIR "/train-images-idx3-ubyte.gz", &sb) == 0;
+}
+
+#define REQUIRE_DATA()                                                                  \
+    do {                                                                                \
+        if (!have_data()) {                                                             \
+            print_message("# skipped: " VNM_FASHION_MNIST_DIR " is missing (install the " \
+                          "Debian package fashion-mnist)\n");                           \
+            skip();                                                                     \
+        }                                                                               \
+    } while (0)
+
+static char *path_in(const char *dir, const char *rel)
+{
+    char *p = malloc(strlen(dir) + strlen(rel) + 2);
+    assert_non_null(p);
+    sprintf(p, "%s/%s", dir, rel);
+    return p;
+}
+
+static char *write_file(const char *dir, const char *name, const char *text)
+{
+    char *p = path_in(dir, name);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    return p;
+}
+
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = malloc((size_t)n + 1);
+    assert_non_null(s);
+    assert_int_equal(fread(s, 1, (size_t)n, f), (size_t)n);
+    s[n] = 0;
+    fclose(f);
+    return s;
+}
+
+static char *read_in(const char *dir, const char *rel)
+{
+    char *p = path_in(dir, rel), *s = read_file(p);
+    free(p);
+    return s;
+}
+
+static bool exists(const char *dir, const char *rel)
+{
+    char *p = path_in(dir, rel);
+    struct stat sb;
+    bool ok = stat(p, &sb) == 0;
+    free(p);
+    return ok;
+}
+
+/* Runs `vnm train|resume ARG overrides...` with the console silenced; returns the exit code. */
+static int run_cmd(bool resume, const char *arg, const char *const *overrides, int n)
+{
+    char *argv[16];
+    argv[0] = (char *)arg;
+    for (int i = 0; i < n; i++) argv[1 + i] = (char *)overrides[i];
+    fflush(stdout);
+    int saved = dup(1), null = open("/dev/null", O_WRONLY);
+    dup2(null, 1);
+    close(null);
+    int rc = resume ? vnm_cmd_resume(1 + n, argv) : vnm_cmd_train(1 + n, argv);
+    fflush(stdout);
+    dup2(saved, 1);
+    close(saved);
+    return rc;
+}
+
+/* The "loss" value of the train line of `step`, as written (NULL when absent); malloc'd. */
+static char *train_loss(const char *metrics, int64_t step)
+{
+    char key[64];
+    snprintf(key, sizeof key, "{\"step\":%lld,", (long long)step);
+    for (const char *p = strstr(metrics, key); p; p = strstr(p + 1, key)) {
+        const char *end = strchr(p, '\n');
+        const char *split = strstr(p, "\"split\":\"train\"");
+        if (!split || (end && split > end)) continue;
+        const char *l = strstr(p, "\"loss\":") + 7;
+        return strndup(l, strcspn(l, ",}"));
+    }
+    return NULL;
+}
+
+static const char *last_line(const char *text)
+{
+    size_t n = strlen(text);
+    while (n > 0 && text[n - 1] == '\n') n--;
+    while (n > 0 && text[n - 1] != '\n') n--;
+    return text + n;
+}
+
+static size_t ckpt_dtype_size(vnm_ckpt_dtype dt)
+{
+    static const size_t sizes[] = {4, 2, 1, 4, 8, 8, 8};
+    return sizes[dt];
+}
+
+/* Every dataset of the two checkpoints under these groups is byte-identical. */
+static void assert_same_tensors(const char *a, const char *b)
+{
+    char err[1024];
+    vnm_ckpt_reader *ra = vnm_ckpt_open(a, err, sizeof err), *rb = vnm_ckpt_open(b, err, sizeof err);
+    assert_non_null(ra);
+    assert_non_null(rb);
+    static const char *const groups[] = {"/model", "/sparse", "/optim", "/rng", "/data"};
+    int compared = 0;
+    for (int g = 0; g < 5; g++) {
+        char **na, **nb;
+        int64_t ca, cb;
+        assert_int_equal(vnm_ckpt_list(ra, groups[g], &na, &ca, err, sizeof err), VNM_OK);
+        assert_int_equal(vnm_ckpt_list(rb, groups[g], &nb, &cb, err, sizeof err), VNM_OK);
+        assert_int_equal(ca, cb);
+        for (int64_t i = 0; i < ca; i++) {
+            assert_string_equal(na[i], nb[i]);
+            vnm_ckpt_dtype dt;
+            int nd;
+            int64_t shape[VNM_CKPT_MAX_DIMS], n = 1;
+            assert_int_equal(vnm_ckpt_shape(ra, na[i], &dt, &nd, shape, err, sizeof err), VNM_OK);
+            for (int d = 0; d < nd; d++) n *= shape[d];
+            size_t bytes = (size_t)n * ckpt_dtype_size(dt);
+            char *x = malloc(bytes + 1), *y = malloc(bytes + 1);
+            assert_int_equal(vnm_ckpt_read(ra, na[i], dt, nd, shape, x, err, sizeof err), VNM_OK);
+            assert_int_equal(vnm_ckpt_read(rb, na[i], dt, nd, shape, y, err, sizeof err), VNM_OK);
+            if (memcmp(x, y, bytes)) fail_msg("%s differs between %s and %s", na[i], a, b);
+            free(x);
+            free(y);
+            compared++;
+        }
+        vnm_ckpt_free_names(na, ca);
+        vnm_ckpt_free_names(nb, cb);
+    }
+    assert_true(compared > 10);
+    vnm_ckpt_close(ra);
+    vnm_ckpt_close(rb);
+}
+
+/* A full run: exit 0, recipe.yaml that loads again, metrics ending in a done line, log.txt with
+ * the progress lines and the prune report, the periodic and end-of-stage checkpoints. */
+static void test_train_run_dir(void **state)
+{
+    REQUIRE_DATA();
+    const char *dir = *state;
+    char *recipe = write_file(dir, "mini.yaml", mini_recipe);
+    char *out = path_in(dir, "run"), ov[4200];
+    snprintf(ov, sizeof ov, "run.output_dir=%s", out);
+    const char *ovs[] = {ov};
+    assert_int_equal(run_cmd(false, recipe, ovs, 1), 0);
+
+    char *metrics_path = path_in(out, "metrics.jsonl"), *metrics = read_file(metrics_path);
+    assert_non_null(metrics);
+    tu_assert_has(last_line(metrics), "{\"event\":\"done\",\"step\":12,");
+    tu_assert_has(metrics, "\"split\":\"val\"");
+    tu_assert_has(metrics, "\"unit\":\"img/s\",\"mem_bytes\":");
+    for (int64_t s = 1; s <= 12; s++) {
+        char *loss = train_loss(metrics, s);
+        assert_non_null(loss);
+        free(loss);
+    }
+
+    char *rpath = path_in(out, "recipe.yaml"), err[1024];
+    vnm_recipe r;
+    assert_int_equal(vnm_recipe_load(rpath, NULL, 0, &r, err, sizeof err), VNM_OK);
+    assert_int_equal(r.n_stages, 3);
+    assert_string_equal(r.run.output_dir, out);
+    vnm_recipe_free(&r);
+
+    char *log = read_in(out, "log.txt");
+    assert_non_null(log);
+    tu_assert_has(log, "step 12/12 [sparse] loss ");
+    tu_assert_has(log, "prune: 2 linears to 16:2:4, kept score ");
+    tu_assert_has(log, "eval step 12 [sparse] val loss ");
+    static const char *const ckpts[] = {"ckpt/step_00000004.h5", "ckpt/step_00000006.h5",
+                                        "ckpt/step_00000008.h5", "ckpt/step_00000012.h5",
+                                        "ckpt/latest"};
+    for (int i = 0; i < 5; i++) assert_true(exists(out, ckpts[i]));
+    /* a second `train` into the same directory would mix two runs */
+    assert_int_equal(run_cmd(false, recipe, ovs, 1), 2);
+    free(log);
+    free(rpath);
+    free(metrics);
+    free(metrics_path);
+    free(out);
+    free(recipe);
+}
+
+/* Resumes the checkpoint of `step` into another directory and checks that the remaining steps
+ * log the same losses and end in the same tensors as the uninterrupted run in `full`. */
+static void check_resume(const char *dir, const char *full, int64_t step, const char *name)
+{
+    char ck[4200], ov[4200];
+    snprintf(ck, sizeof ck, "%s/ckpt/step_%08lld.h5", full, (long long)step);
+    char *out = path_in(dir, name);
+    snprintf(ov, sizeof ov, "run.output_dir=%s", out);
+    const char *ovs[] = {ov};
+    assert_int_equal(run_cmd(true, ck, ovs, 1), 0);
+
+    char *fm = path_in(full, "metrics.jsonl"), *rm = path_in(out, "metrics.jsonl");
+    char *mf = read_file(fm), *mr = read_file(rm);
+    assert_non_null(mr);
+    assert_null(train_loss(mr, step)); /* nothing before the checkpoint is redone */
+    for (int64_t s = step + 1; s <= 12; s++) {
+        char *a = train_loss(mf, s), *b = train_loss(mr, s);
+        assert_non_null(a);
+        assert_non_null(b);
+        if (strcmp(a, b)) fail_msg("step %lld: loss %s uninterrupted, %s resumed from %lld",
+                                   (long long)s, a, b, (long long)step);
+        free(a);
+        free(b);
+    }
+    tu_assert_has(last_line(mr), "{\"event\":\"done\",\"step\":12,");
+    char *fa = path_in(full, "ckpt/step_00000012.h5"), *fb = path_in(out, "ckpt/step_00000012.h5");
+    assert_same_tensors(fa, fb);
+    free(fa);
+    free(fb);
+    free(mf);
+    free(mr);
+    free(fm);
+    free(rm);
+    free(out);
+}
+
+/* THE resume test: 12 uninterrupted steps vs resumes from step 4 (dense; the resumed run then
+ * prunes itself), 6 (after the prune: sparse structure and permutation restored) and 8 (in the
+ * middle of sparse_fixed): identical losses and final weights, moments, RNG and data position. */
+static void test_resume_bit_exact(void **state)
+{
+    REQUIRE_DATA();
+    const char *dir = *state;
+    char *recipe = write_file(dir, "mini.yaml", mini_recipe);
+    char *full = path_in(dir, "full"), ov[4200];
+    snprintf(ov, sizeof ov, "run.output_dir=%s", full);
+    const char *ovs[] = {ov};
+    assert_int_equal(run_cmd(false, recipe, ovs, 1), 0);
+    check_resume(dir, full, 4, "from4");
+    check_resume(dir, full, 6, "from6");
+    check_resume(dir, full, 8, "from8");
+    free(full);
+    free(recipe);
+}
+
+/* RIA scores with calibration batches: the prune runs and the checkpoint records the score. */
+static void test_ria_prune(void **state)
+{
+    REQUIRE_DATA();
+    const char *dir = *state;
+    char *recipe = write_file(dir, "mini.yaml", mini_recipe);
+    char *out = path_in(dir, "ria"), ov[4200];
+    snprintf(ov, sizeof ov, "run.output_dir=%s", out);
+    const char *ovs[] = {ov, "sparsity.score=ria", "sparsity.calibration_batches=2",
+                         "stages.dense.steps=2", "stages.sparse.steps=2"};
+    assert_int_equal(run_cmd(false, recipe, ovs, 5), 0);
+    char *log = read_in(out, "log.txt"), *ck = path_in(out, "ckpt"), err[1024], *score = NULL;
+    tu_assert_has(log, "prune: 2 linears to 16:2:4");
+    vnm_ckpt_reader *r = vnm_ckpt_open(ck, err, sizeof err);
+    assert_non_null(r);
+    assert_int_equal(vnm_ckpt_get_str(r, "/sparse/blocks.0.mlp.fc1.weight", "score", &score, err,
+                                      sizeof err), VNM_OK);
+    assert_string_equal(score, "ria");
+    vnm_ckpt_close(r);
+    free(score);
+    free(ck);
+    free(log);
+    free(out);
+    free(recipe);
+}
+
+/* Bad input exits 2: an unknown key, a missing recipe, a missing checkpoint, an unimplemented
+ * stage kind, a per-stage weight decay the optimiser cannot apply. */
+static void test_bad_input(void **state)
+{
+    const char *dir = *state;
+    char *bad = write_file(dir, "bad.yaml", "run: {name: x}\noptim: {lrr: 0.1}\n");
+    assert_int_equal(run_cmd(false, bad, NULL, 0), 2);
+    char *missing = path_in(dir, "missing.yaml");
+    assert_int_equal(run_cmd(false, missing, NULL, 0), 2);
+    assert_int_equal(run_cmd(true, missing, NULL, 0), 2);
+    char *srste = write_file(dir, "srste.yaml",
+                             "run: {name: s}\nsparsity: {pattern: '16:2:4'}\n"
+                             "stages: [{name: a, kind: sparse_srste, steps: 2}]\n");
+    char ov[4200];
+    snprintf(ov, sizeof ov, "run.output_dir=%s/srste", dir);
+    const char *ovs[] = {ov};
+    assert_int_equal(run_cmd(false, srste, ovs, 1), 2);
+    char *wd = write_file(dir, "wd.yaml",
+                          "run: {name: w}\nstages: [{name: a, kind: dense, steps: 2, "
+                          "optim: {weight_decay: 0}}]\n");
+    assert_int_equal(run_cmd(false, wd, ovs, 1), 2);
+    free(wd);
+    free(srste);
+    free(missing);
+    free(bad);
+}
+
+/* A loss that turns non-finite (the sparse stage's lr overridden to 1e30) stops with exit 1,
+ * names the step, writes no checkpoint and no done line; the last good checkpoint stays latest. */
+static void test_nan_loss_stops(void **state)
+{
+    REQUIRE_DATA();
+    const char *dir = *state;
+    char *recipe = write_file(dir, "mini.yaml", mini_recipe);
+    char *out = path_in(dir, "nan"), ov[4200];
+    snprintf(ov, sizeof ov, "run.output_dir=%s", out);
+    const char *ovs[] = {ov, "stages.sparse.optim.lr=1e30"};
+    assert_int_equal(run_cmd(false, recipe, ovs, 2), 1);
+    char *log = read_in(out, "log.txt");
+    tu_assert_has(log, "[sparse]: loss is ");
+    tu_assert_has(log, "stopping without a checkpoint");
+    assert_true(exists(out, "ckpt/step_00000006.h5"));
+    assert_false(exists(out, "ckpt/step_00000008.h5"));
+    char *latest = path_in(out, "ckpt"), err[1024];
+    vnm_ckpt_reader *r = vnm_ckpt_open(latest, err, sizeof err);
+    assert_non_null(r);
+    assert_int_equal(vnm_ckpt_step(r), 6);
+    vnm_ckpt_close(r);
+    char *metrics = read_in(out, "metrics.jsonl");
+    assert_null(strstr(metrics, "\"event\":\"done\""));
+    free(metrics);
+    free(latest);
+    free(log);
+    free(out);
+    free(recipe);
+}
+
+/* The highest step with a train line in metrics (0 when none). */
+static int64_t last_train_step(const char *metrics)
+{
+    int64_t last = 0;
+    for (const char *p = metrics; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        long long s;
+        if (sscanf(p, "{\"step\":%lld,", &s) == 1 && strstr(p, "\"split\":\"train\"") &&
+            strstr(p, "\"split\":\"train\"") < strchr(p, '\n'))
+            last = s;
+    }
+    return last;
+}
+
+/* SIGINT during a long dense stage: the child checkpoints at the next step boundary and exits 0;
+ * the checkpoint is at the last logged step, and `vnm resume` (with shortened stages) finishes.
+ * Runs first, before this process has started OpenMP threads, because the child is a fork. */
+static void test_sigint_checkpoints(void **state)
+{
+    REQUIRE_DATA();
+    const char *dir = *state;
+    char *recipe = write_file(dir, "mini.yaml", mini_recipe);
+    char *out = path_in(dir, "sig"), ov[4200];
+    snprintf(ov, sizeof ov, "run.output_dir=%s", out);
+    const char *ovs[] = {ov, "stages.dense.steps=1000000", "checkpoint.every=0"};
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) _exit(run_cmd(false, recipe, ovs, 3));
+    int64_t seen = 0;
+    for (int i = 0; i < 1200 && seen < 3; i++) { /* up to 60 s for the first steps */
+        nanosleep(&(struct timespec){0, 50000000}, NULL);
+        char *m = read_in(out, "metrics.jsonl");
+        seen = m ? last_train_step(m) : 0;
+        free(m);
+    }
+    assert_true(seen >= 3);
+    kill(pid, SIGINT);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    char *log = read_in(out, "log.txt"), *metrics = read_in(out, "metrics.jsonl");
+    tu_assert_has(log, "stopped by a signal at step ");
+    int64_t stopped = last_train_step(metrics);
+    char *ck = path_in(out, "ckpt"), err[1024];
+    vnm_ckpt_reader *r = vnm_ckpt_open(ck, err, sizeof err);
+    assert_non_null(r);
+    assert_int_equal(vnm_ckpt_step(r), stopped);
+    vnm_ckpt_close(r);
+    char steps[64];
+    snprintf(steps, sizeof steps, "stages.dense.steps=%lld", (long long)stopped + 1);
+    const char *rov[] = {steps, "stages.sparse.steps=1"};
+    assert_int_equal(run_cmd(true, out, rov, 2), 0);
+    free(metrics);
+    metrics = read_in(out, "metrics.jsonl");
+    tu_assert_has(last_line(metrics), "\"event\":\"done\"");
+    free(metrics);
+    free(log);
+    free(ck);
+    free(out);
+    free(recipe);
+}
+
+/* recipes/quickstart.yaml loads and has the documented plan. */
+static void test_quickstart_recipe(void **state)
+{
+    (void)state;
+    const char *root = getenv("VNM_SOURCE_ROOT");
+    if (!root) skip();
+    char *path = path_in(root, "recipes/quickstart.yaml"), err[1024];
+    vnm_recipe r;
+    if (vnm_recipe_load(path, NULL, 0, &r, err, sizeof err) != VNM_OK) fail_msg("%s", err);
+    assert_int_equal(r.n_stages, 3);
+    assert_int_equal(r.stages[1].kind, VNM_RECIPE_STAGE_PRUNE);
+    assert_true(r.sparsity.permute);
+    assert_int_equal(r.sparsity.pattern.V, 64);
+    assert_int_equal(r.sparsity.pattern.M, 5);
+    vnm_recipe_free(&r);
+    free(path);
+}
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_placeholder)};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_sigint_checkpoints, tu_setup_tmpdir,
+                                        tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_train_run_dir, tu_setup_tmpdir, tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_resume_bit_exact, tu_setup_tmpdir,
+                                        tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_ria_prune, tu_setup_tmpdir, tu_teardown_tmpdir),
+        cmocka_unit_test(test_quickstart_recipe),
+        cmocka_unit_test_setup_teardown(test_bad_input, tu_setup_tmpdir, tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_nan_loss_stops, tu_setup_tmpdir, tu_teardown_tmpdir),
+    };
     return cmocka_run_group_tests_name("trainer", tests, NULL, NULL);
 }

@@ -8,6 +8,7 @@
 #include "bench.h"
 #include "cli.h"
 #include "state.h"
+#include "trainer.h"
 
 static const char usage[] =
     "usage: vnm <command> [options]\n"
@@ -15,6 +16,8 @@ static const char usage[] =
     "V:N:M sparse training for transformers.\n"
     "\n"
     "commands:\n"
+    "  train RECIPE [key=value ...]         train through the recipe's stages into run.output_dir\n"
+    "  resume RUN_DIR|CKPT [key=value ...]  continue a run from its (latest) checkpoint\n"
     "  bench ops [--threads N] [--reps N]   linear forward+backward vs raw OpenBLAS sgemm\n"
     "  bench spmm [--threads N] [--reps N]  V:N:M sparse products and op vs dense\n"
     "  select --shapes OxI[,OxI...] [--speedup S]\n"
@@ -86,6 +89,8 @@ int main(int argc, char **argv)
         printf("vnm %s\n", VNM_VERSION);
         return 0;
     }
+    if (!strcmp(cmd, "train")) return vnm_cmd_train(argc - 2, argv + 2);
+    if (!strcmp(cmd, "resume")) return vnm_cmd_resume(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(cmd, "select")) return vnm_cmd_select(argc - 2, argv + 2);
     if (!strcmp(cmd, "inspect")) return vnm_cmd_inspect(argc - 2, argv + 2);
