@@ -1,5 +1,114 @@
-/* autograd/cuda/memory.cu — CUDA kernels: memory (not written yet: entries left NULL make the ops say
- * "not implemented on backend cuda"). */
+/* autograd/cuda/memory.cu — device memory for the CUDA backend: allocation, copies (host copies are
+ * synchronous), fills and float dtype conversion.
+ *
+ * Conversions are bit-identical to autograd/dtype.c: the hardware roundings (cvt.rn) are round to
+ * nearest even like the CPU's, but a NaN comes out of them canonical, so NaNs take the CPU's
+ * formula (sign and top payload bits kept, quiet bit set) instead. */
 #include "common.cuh"
 
-void vnm_cuda_register_memory(vnm_backend *be) { (void)be; }
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+static void *cuda_alloc(size_t bytes)
+{
+    size_t rounded = bytes == 0 ? 64 : (bytes + 63) / 64 * 64;
+    void *p = NULL;
+    cudaError_t err = cudaMalloc(&p, rounded);
+    if (err == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError(); /* clear it, so the next launch check does not report it */
+        return NULL;
+    }
+    VNM_CUDA_CHECK(err);
+    return p;
+}
+
+static void cuda_free(void *p) { VNM_CUDA_CHECK(cudaFree(p)); }
+
+static void cuda_memset0(void *p, size_t bytes) { VNM_CUDA_CHECK(cudaMemset(p, 0, bytes)); }
+
+static void cuda_to_host(void *host, const void *dev, size_t bytes)
+{
+    VNM_CUDA_CHECK(cudaMemcpy(host, dev, bytes, cudaMemcpyDeviceToHost));
+}
+
+static void cuda_from_host(void *dev, const void *host, size_t bytes)
+{
+    VNM_CUDA_CHECK(cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice));
+}
+
+static void cuda_copy(void *dst, const void *src, size_t bytes)
+{
+    VNM_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
+}
+
+__global__ static void fill_kernel(float *x, int64_t n, float value)
+{
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        x[i] = value;
+}
+
+static void cuda_fill(float *x, int64_t n, float value)
+{
+    if (n <= 0) return;
+    fill_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS>>>(x, n, value);
+    VNM_CUDA_LAUNCHED();
+}
+
+__device__ static inline float load(const void *src, vnm_dtype dt, int64_t i)
+{
+    switch (dt) {
+    case VNM_DTYPE_BF16: return __uint_as_float((uint32_t)((const uint16_t *)src)[i] << 16);
+    case VNM_DTYPE_F16: {
+        uint16_t h = ((const uint16_t *)src)[i];
+        if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff) != 0) /* NaN: keep the payload */
+            return __uint_as_float(((uint32_t)(h & 0x8000) << 16) | 0x7f800000 |
+                                   ((uint32_t)(h & 0x3ff) << 13));
+        return __half2float(__ushort_as_half(h));
+    }
+    default: return ((const float *)src)[i];
+    }
+}
+
+__device__ static inline void store(void *dst, vnm_dtype dt, int64_t i, float v)
+{
+    uint32_t u = __float_as_uint(v);
+    switch (dt) {
+    case VNM_DTYPE_BF16:
+        ((uint16_t *)dst)[i] = isnan(v) ? (uint16_t)((u >> 16) | 0x40)
+                                        : __bfloat16_as_ushort(__float2bfloat16_rn(v));
+        break;
+    case VNM_DTYPE_F16:
+        ((uint16_t *)dst)[i] = isnan(v) ? (uint16_t)(((u >> 16) & 0x8000) | 0x7e00)
+                                        : __half_as_ushort(__float2half_rn(v));
+        break;
+    default: ((float *)dst)[i] = v; break;
+    }
+}
+
+__global__ static void convert_kernel(void *dst, vnm_dtype dst_dt, const void *src,
+                                      vnm_dtype src_dt, int64_t n)
+{
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        store(dst, dst_dt, i, load(src, src_dt, i));
+}
+
+static void cuda_convert(void *dst, vnm_dtype dst_dt, const void *src, vnm_dtype src_dt, int64_t n)
+{
+    if (n <= 0) return;
+    convert_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS>>>(dst, dst_dt, src, src_dt, n);
+    VNM_CUDA_LAUNCHED();
+}
+
+void vnm_cuda_register_memory(vnm_backend *be)
+{
+    be->alloc = cuda_alloc;
+    be->free = cuda_free;
+    be->memset0 = cuda_memset0;
+    be->to_host = cuda_to_host;
+    be->from_host = cuda_from_host;
+    be->copy = cuda_copy;
+    be->fill = cuda_fill;
+    be->convert = cuda_convert;
+}

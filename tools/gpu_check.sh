@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# tools/gpu_check.sh — the whole check of a GPU machine in one command: builds with CUDA, runs every
+# test program (the CUDA cases of tests/test_backends.c compare each op with the CPU backend), runs
+# the GPU benchmarks (linear op vs raw cuBLAS; training step of the quickstart model and of a
+# DeiT-small-shaped model on synthetic data, images/s) and writes a report (card, driver, CUDA,
+# results) to gpu_check_report.md.
+#
+#   tools/gpu_check.sh [--build-dir DIR] [--prebuilt] [--report PATH] [--no-bench]
+#
+#   --build-dir DIR  build directory (default build-gpu)
+#   --prebuilt       use DIR as it is (built elsewhere for this CPU architecture, e.g. on a
+#                    machine with the -dev packages); shared libraries it needs that this machine
+#                    lacks can be put in DIR/lib, which is added to LD_LIBRARY_PATH
+#   --report PATH    where the report goes (default gpu_check_report.md in the source root)
+#   --no-bench       tests only
+#
+# Exit status: 0 when every test passed (skips included) and every benchmark ran, 1 otherwise.
+set -uo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=build-gpu
+prebuilt=0
+report=$root/gpu_check_report.md
+bench=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --build-dir) build=$2; shift ;;
+    --prebuilt) prebuilt=1 ;;
+    --report) report=$2; shift ;;
+    --no-bench) bench=0 ;;
+    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "gpu_check: unknown option '$1' (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+case "$build" in /*) ;; *) build=$root/$build ;; esac
+
+if [ "$prebuilt" = 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then "$root/tools/bootstrap.sh" || exit 1; fi
+    if [ -d "$build" ]; then
+        meson setup --reconfigure "$build" "$root" -Dcuda=enabled >/dev/null || exit 1
+    else
+        meson setup "$build" "$root" -Dcuda=enabled >/dev/null || exit 1
+    fi
+    ninja -C "$build" >/dev/null || { echo "gpu_check: build failed" >&2; exit 1; }
+fi
+[ -x "$build/train/vnm" ] || { echo "gpu_check: no build in $build" >&2; exit 2; }
+export LD_LIBRARY_PATH="$build/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+log=$(mktemp -d)
+trap 'rm -rf "$log"' EXIT
+{
+    echo "# GPU check"
+    echo
+    echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "- commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "- card: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo 'nvidia-smi not found')"
+    echo "- CUDA compiler: $(nvcc --version 2>/dev/null | tail -1 || echo 'nvcc not found')"
+    echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores"
+    echo
+} >"$report"
+
+# ---- tests: every program, TAP counted per case ----
+export CMOCKA_MESSAGE_OUTPUT=TAP OMP_WAIT_POLICY=passive
+export VNM_TEST_DATA=$root/tests/fixtures VNM_TEST_RECIPES=$root/tests/recipes VNM_SOURCE_ROOT=$root
+for t in "$build"/tests/test_*; do
+    [ -x "$t" ] && [ -f "$t" ] || continue
+    name=$(basename "$t")
+    "$root/tests/tap.sh" "$t" >"$log/$name.tap" 2>&1
+    rc=$?
+    p=$(grep -E '^ok [0-9]+' "$log/$name.tap" | grep -vc '# SKIP')
+    s=$(grep -E '^ok [0-9]+' "$log/$name.tap" | grep -c '# SKIP')
+    f=$(grep -cE '^not ok [0-9]+' "$log/$name.tap")
+    if [ "$rc" != 0 ] && [ "$f" = 0 ]; then f=1; fi # crashed before reporting
+    printf '%-28s %4d passed %3d failed %3d skipped\n' "$name" "$p" "$f" "$s"
+done | tee "$log/summary"
+read -r passed failed skipped < <(awk '{p+=$2; f+=$4; s+=$6} END {print p+0, f+0, s+0}' "$log/summary")
+{
+    echo "## Tests: $passed passed, $failed failed, $skipped skipped"
+    echo
+    echo '```'
+    cat "$log/summary"
+    echo '```'
+    for name in $(awk '$4 != 0 {print $1}' "$log/summary"); do
+        echo
+        echo "### $name (failures)"
+        echo '```'
+        grep -B3 -A8 -E '^not ok' "$log/$name.tap" | head -80
+        echo '```'
+    done
+    echo
+    echo "Skipped cases of the CUDA program (should be none on a GPU machine):"
+    echo '```'
+    grep -E '# skipped' "$log/test_backends.tap" | sort | uniq -c || true
+    echo '```'
+} >>"$report"
+
+# ---- benchmarks ----
+bench_failed=0
+if [ "$bench" = 1 ]; then
+    vnm=$build/train/vnm
+    run_bench() {
+        echo "### vnm bench $*" >>"$report"
+        echo '```' >>"$report"
+        if ! "$vnm" bench "$@" >>"$report" 2>"$log/bench.err"; then
+            bench_failed=1
+            echo "FAILED: $(tail -3 "$log/bench.err")" >>"$report"
+        fi
+        cat "$log/bench.err" >&2
+        echo '```' >>"$report"
+    }
+    echo "## Benchmarks" >>"$report"
+    run_bench ops --device cuda --reps 10
+    run_bench train --model quickstart --device cuda
+    run_bench train --model deit_small --device cuda
+    run_bench train --model quickstart --device cpu
+fi
+
+echo "gpu_check: $passed passed, $failed failed, $skipped skipped; report in $report"
+[ "$failed" = 0 ] && [ "$bench_failed" = 0 ]
