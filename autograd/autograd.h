@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define VNM_VERSION "0.1.0"
 #define VNM_MAX_DIMS 4
@@ -97,6 +98,14 @@ bool vnm_ctx_training(const vnm_ctx *ctx);
 vnm_device vnm_ctx_device(const vnm_ctx *ctx);
 size_t vnm_ctx_step_bytes(const vnm_ctx *ctx);       /* high-water mark of the step arena */
 size_t vnm_ctx_persistent_bytes(const vnm_ctx *ctx);
+
+/* Profiling: per-op forward/backward wall time with the device synchronised after every op (slows
+ * the step; for finding hotspots). Turning it on or off clears the totals. */
+vnm_status vnm_ctx_set_profile(vnm_ctx *ctx, bool on);
+/* Charges the time since the last mark (or op) to `name` (a string that outlives the ctx). */
+void vnm_profile_mark(vnm_ctx *ctx, const char *name);
+/* The totals, largest first, as a table. Nothing when profiling is off. */
+void vnm_profile_print(const vnm_ctx *ctx, FILE *f);
 
 /* ---- RNG: Philox4x32-10, counter based. A draw depends on (seed, offset, element index) only, so
  * streams do not depend on the thread count. Each random op reserves a range of offsets. ---- */

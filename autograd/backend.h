@@ -37,6 +37,8 @@ typedef struct vnm_backend {
     void (*fill)(float *x, int64_t n, float value);
     /* element conversion between float dtypes, n elements, contiguous */
     void (*convert)(void *dst, vnm_dtype dst_dt, const void *src, vnm_dtype src_dt, int64_t n);
+    /* waits until every kernel issued so far has finished (a no-op where kernels are synchronous) */
+    void (*synchronize)(void);
 
     /* C[M,N] = alpha·op(A)·op(B) + beta·C, row-major, op = transpose when ta/tb */
     void (*gemm)(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,

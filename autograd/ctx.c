@@ -61,6 +61,7 @@ void vnm_ctx_destroy(vnm_ctx *ctx)
     vnm_arena_release(&ctx->step_meta);
     vnm_arena_release(&ctx->step_data);
     free(ctx->tape);
+    free(ctx->profile);
     free(ctx);
 }
 

@@ -7,6 +7,7 @@
 #include "backend.h"
 
 typedef struct vnm_arena_chunk vnm_arena_chunk;
+typedef struct vnm_profile vnm_profile;
 
 /* A bump allocator over chunks obtained from a backend (device data) or malloc (host metadata). */
 typedef struct {
@@ -34,6 +35,7 @@ struct vnm_ctx {
     vnm_rng_state rng;
     vnm_linear_hook linear_hook;
     void *linear_hook_user;
+    vnm_profile *profile; /* NULL unless profiling (autograd/profile.c) */
     vnm_status status;
     char error[512];
 };
@@ -58,6 +60,9 @@ bool vnm_check_ndim(vnm_ctx *ctx, const char *op, const vnm_tensor *t, const cha
                     int hi);
 bool vnm_check_kernel(vnm_ctx *ctx, const char *op, bool present); /* be->kernel != NULL */
 int vnm_norm_dim(vnm_ctx *ctx, const char *op, const vnm_tensor *t, int dim); /* -1 on error */
+
+/* Runs node's backward timed for the profile (ctx->profile must be set). */
+void vnm_profile_backward(vnm_ctx *ctx, vnm_node *node);
 
 /* Adds g (contiguous, t's shape) into t's gradient buffer when t requires grad. */
 void vnm_grad_accumulate(vnm_ctx *ctx, vnm_tensor *t, const vnm_tensor *g);

@@ -8,6 +8,7 @@
 vnm_node *vnm_tape_record(vnm_ctx *ctx, const char *op, vnm_backward_fn fn, vnm_tensor *out,
                           int n_in, vnm_tensor *const *in)
 {
+    if (ctx->profile) vnm_profile_mark(ctx, op);
     if (!ctx->grad_enabled) return NULL;
     bool needed = false;
     for (int i = 0; i < n_in; i++)
@@ -74,7 +75,11 @@ static vnm_status run_backward(vnm_ctx *ctx, vnm_tensor *out)
     while (last >= 0 && ctx->tape[last] != out->node) last--;
     for (int64_t i = last; i >= 0 && ctx->status == VNM_OK; i--) {
         vnm_node *node = ctx->tape[i];
-        if (node->out->grad) node->backward(ctx, node);
+        if (!node->out->grad) continue;
+        if (ctx->profile)
+            vnm_profile_backward(ctx, node);
+        else
+            node->backward(ctx, node);
     }
     return ctx->status;
 }

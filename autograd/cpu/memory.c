@@ -9,6 +9,7 @@ static void *cpu_alloc(size_t bytes) { return aligned_alloc(64, (bytes + 63) / 6
 static void cpu_free(void *p) { free(p); }
 static void cpu_memset0(void *p, size_t bytes) { memset(p, 0, bytes); }
 static void cpu_copy(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
+static void cpu_synchronize(void) {}
 
 static void cpu_fill(float *x, int64_t n, float value)
 {
@@ -50,4 +51,5 @@ void vnm_cpu_register_memory(vnm_backend *be)
     be->copy = cpu_copy;
     be->fill = cpu_fill;
     be->convert = cpu_convert;
+    be->synchronize = cpu_synchronize;
 }

@@ -72,6 +72,13 @@ __device__ static inline float vnm_philox_uniform_dev(uint32_t bits)
     return (float)(bits >> 8) * (1.0f / 16777216.0f);
 }
 
+/* The table's gemm_batched (gemm.cu), also called directly by kernels built on cuBLAS products
+ * (attention.cu). */
+void vnm_cuda_gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                           const float *A, int64_t lda, int64_t stride_a, const float *B,
+                           int64_t ldb, int64_t stride_b, float beta, float *C, int64_t ldc,
+                           int64_t stride_c, int64_t batch);
+
 /* Each CUDA kernel file fills its part of the table. */
 void vnm_cuda_register_memory(vnm_backend *be);
 void vnm_cuda_register_gemm(vnm_backend *be);

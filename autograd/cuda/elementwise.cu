@@ -211,7 +211,8 @@ __global__ static void sum_rows_block_kernel(float *y, const float *x, int64_t o
     }
 }
 
-/* inner > 1: one thread per (o, j) sums column j of x[o] in row order, in f32, from 0. */
+/* inner > 1, short columns: one thread per (o, j) sums column j of x[o] in row order, in f32, from
+ * 0, as the CPU does. */
 __global__ static void sum_cols_kernel(float *y, const float *x, int64_t outer, int64_t n,
                                        int64_t inner, bool accumulate)
 {
@@ -226,14 +227,75 @@ __global__ static void sum_cols_kernel(float *y, const float *x, int64_t outer, 
     }
 }
 
+/* inner > 1, long columns with few outputs (a bias gradient over all tokens): one thread per
+ * (chunk, o, j) sums a fixed chunk of rows in f64 into part[chunk, o, j] ... */
+__global__ static void sum_cols_partial_kernel(double *part, const float *x, int64_t outer,
+                                               int64_t n, int64_t inner, int64_t chunk_rows,
+                                               int64_t chunks)
+{
+    int64_t cells = outer * inner, total = chunks * cells;
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
+         idx += stride) {
+        int64_t c = idx / cells, cell = idx % cells, o = cell / inner, j = cell % inner;
+        int64_t k1 = (c + 1) * chunk_rows < n ? (c + 1) * chunk_rows : n;
+        const float *xp = x + o * n * inner + j;
+        double acc = 0.0;
+        for (int64_t k = c * chunk_rows; k < k1; k++) acc += xp[k * inner];
+        part[idx] = acc;
+    }
+}
+
+/* ... then one thread per (o, j) adds its chunks in chunk order. */
+__global__ static void sum_cols_finish_kernel(float *y, const double *part, int64_t cells,
+                                              int64_t chunks, bool accumulate)
+{
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t cell = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; cell < cells;
+         cell += stride) {
+        double acc = 0.0;
+        for (int64_t c = 0; c < chunks; c++) acc += part[c * cells + cell];
+        y[cell] = accumulate ? y[cell] + (float)acc : (float)acc;
+    }
+}
+
+/* The chunked column sum is used when one thread per output would leave the device mostly idle. */
+enum { COLS_FEW = 1 << 16, COLS_CHUNK_MIN = 32, COLS_PARTIALS_MAX = 1 << 18 };
+
+static void sum_cols(float *y, const float *x, int64_t outer, int64_t n, int64_t inner,
+                     bool accumulate)
+{
+    int64_t cells = outer * inner;
+    int64_t chunks = COLS_PARTIALS_MAX / cells;
+    if (chunks > n / COLS_CHUNK_MIN) chunks = n / COLS_CHUNK_MIN;
+    if (cells >= COLS_FEW || chunks < 2) {
+        sum_cols_kernel<<<vnm_cuda_blocks(cells), VNM_CUDA_THREADS>>>(y, x, outer, n, inner,
+                                                                      accumulate);
+        VNM_CUDA_LAUNCHED();
+        return;
+    }
+    int64_t chunk_rows = (n + chunks - 1) / chunks;
+    chunks = (n + chunk_rows - 1) / chunk_rows;
+    double *part;
+    VNM_CUDA_CHECK(cudaMallocAsync((void **)&part, (size_t)(chunks * cells) * sizeof *part, 0));
+    sum_cols_partial_kernel<<<vnm_cuda_blocks(chunks * cells), VNM_CUDA_THREADS>>>(
+        part, x, outer, n, inner, chunk_rows, chunks);
+    VNM_CUDA_LAUNCHED();
+    sum_cols_finish_kernel<<<vnm_cuda_blocks(cells), VNM_CUDA_THREADS>>>(y, part, cells, chunks,
+                                                                         accumulate);
+    VNM_CUDA_LAUNCHED();
+    VNM_CUDA_CHECK(cudaFreeAsync(part, 0));
+}
+
 static void cuda_sum_axis(float *y, const float *x, int64_t outer, int64_t n, int64_t inner,
                           bool accumulate)
 {
     if (outer <= 0 || inner <= 0) return;
-    if (inner > 1)
-        sum_cols_kernel<<<vnm_cuda_blocks(outer * inner), VNM_CUDA_THREADS>>>(y, x, outer, n, inner,
-                                                                              accumulate);
-    else if (n <= ROW_SERIAL_MAX)
+    if (inner > 1) {
+        sum_cols(y, x, outer, n, inner, accumulate);
+        return;
+    }
+    if (n <= ROW_SERIAL_MAX)
         sum_rows_serial_kernel<<<vnm_cuda_blocks(outer), VNM_CUDA_THREADS>>>(y, x, outer, n,
                                                                              accumulate);
     else

@@ -68,10 +68,10 @@ static void cuda_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float a
                              A, (int)lda, &beta, C, (int)ldc));
 }
 
-static void cuda_gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
-                              const float *A, int64_t lda, int64_t stride_a, const float *B,
-                              int64_t ldb, int64_t stride_b, float beta, float *C, int64_t ldc,
-                              int64_t stride_c, int64_t batch)
+void vnm_cuda_gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                           const float *A, int64_t lda, int64_t stride_a, const float *B,
+                           int64_t ldb, int64_t stride_b, float beta, float *C, int64_t ldc,
+                           int64_t stride_c, int64_t batch)
 {
     if (M == 0 || N == 0 || batch == 0) return;
     if (stride_c == 0) {
@@ -93,5 +93,5 @@ static void cuda_gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K,
 void vnm_cuda_register_gemm(vnm_backend *be)
 {
     be->gemm = cuda_gemm;
-    be->gemm_batched = cuda_gemm_batched;
+    be->gemm_batched = vnm_cuda_gemm_batched;
 }

@@ -6,64 +6,13 @@
  * then one block of CHUNKS threads forms the mean exactly as the CPU does: rows split into CHUNKS
  * fixed chunks, each summed in row order, the chunk sums added in chunk order. The count of rows
  * that count is copied back to the host. */
-#include "common.cuh"
+#include "reduce.cuh"
 
-enum {
-    MAX_GRID = 65535 * 8, /* row kernels: blocks stride over the rows beyond this */
-    CHUNKS = 64,          /* as autograd/cpu/loss.c, so the summation order is the same */
-};
-
-static unsigned row_blocks(int64_t rows)
-{
-    return (unsigned)(rows < MAX_GRID ? rows : (int64_t)MAX_GRID);
-}
+enum { CHUNKS = 64 }; /* as autograd/cpu/loss.c, so the summation order is the same */
 
 __device__ static inline int64_t label_at(const void *labels, bool labels64, int64_t i)
 {
     return labels64 ? ((const int64_t *)labels)[i] : ((const int32_t *)labels)[i];
-}
-
-/* Sum / maximum of v over the block (blockDim.x == VNM_CUDA_THREADS), returned to every thread.
- * Every thread of the block must call them. */
-__device__ static double block_sum(double v)
-{
-    __shared__ double part[VNM_CUDA_THREADS / 32];
-    __shared__ double total;
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-    if (lane == 0) part[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        v = lane < VNM_CUDA_THREADS / 32 ? part[lane] : 0.0;
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-        if (lane == 0) total = v;
-    }
-    __syncthreads();
-    return total;
-}
-
-/* As the CPU's row maximum, a NaN never wins a comparison. */
-__device__ static float block_max(float v)
-{
-    __shared__ float part[VNM_CUDA_THREADS / 32];
-    __shared__ float total;
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int o = 16; o > 0; o >>= 1) {
-        float u = __shfl_down_sync(0xffffffffu, v, o);
-        v = u > v ? u : v;
-    }
-    if (lane == 0) part[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        v = lane < VNM_CUDA_THREADS / 32 ? part[lane] : -INFINITY;
-        for (int o = 16; o > 0; o >>= 1) {
-            float u = __shfl_down_sync(0xffffffffu, v, o);
-            v = u > v ? u : v;
-        }
-        if (lane == 0) total = v;
-    }
-    __syncthreads();
-    return total;
 }
 
 /* Per row: prob = softmax(x) as vnm_cpu_softmax_row, and the row loss given lse = log Σ exp(x):
@@ -166,7 +115,7 @@ static void cuda_cross_entropy_fwd(float *loss, float *prob, int64_t *count, con
     double *row_loss = scratch_doubles(N + 1); /* [N], then the count */
     int64_t *dcount = (int64_t *)(row_loss + N);
     if (N > 0) {
-        ce_rows_kernel<<<row_blocks(N), VNM_CUDA_THREADS>>>(row_loss, prob, logits, labels,
+        ce_rows_kernel<<<vnm_cuda_row_blocks(N), VNM_CUDA_THREADS>>>(row_loss, prob, logits, labels,
                                                             labels64, targets, N, C, ignore_index,
                                                             smoothing);
         VNM_CUDA_LAUNCHED();
@@ -207,7 +156,7 @@ static void cuda_cross_entropy_bwd(float *dlogits, const float *prob, const void
 {
     if (N <= 0) return;
     float off = smoothing / (float)C, hit = 1.0f - smoothing;
-    ce_bwd_kernel<<<row_blocks(N), VNM_CUDA_THREADS>>>(dlogits, prob, labels, labels64, targets,
+    ce_bwd_kernel<<<vnm_cuda_row_blocks(N), VNM_CUDA_THREADS>>>(dlogits, prob, labels, labels64, targets,
                                                        N, C, ignore_index, off, hit, g);
     VNM_CUDA_LAUNCHED();
 }

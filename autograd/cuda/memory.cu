@@ -101,6 +101,8 @@ static void cuda_convert(void *dst, vnm_dtype dst_dt, const void *src, vnm_dtype
     VNM_CUDA_LAUNCHED();
 }
 
+static void cuda_synchronize(void) { VNM_CUDA_CHECK(cudaDeviceSynchronize()); }
+
 void vnm_cuda_register_memory(vnm_backend *be)
 {
     be->alloc = cuda_alloc;
@@ -111,4 +113,5 @@ void vnm_cuda_register_memory(vnm_backend *be)
     be->copy = cuda_copy;
     be->fill = cuda_fill;
     be->convert = cuda_convert;
+    be->synchronize = cuda_synchronize;
 }

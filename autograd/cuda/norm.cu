@@ -6,37 +6,12 @@
  * gradients are sums over rows, made without atomics in two passes: each thread sums one column
  * over a fixed chunk of rows into a double partial, then each column adds its chunk partials in
  * chunk order. The chunking depends only on rows and D, so results do not depend on the device. */
-#include "common.cuh"
+#include "reduce.cuh"
 
 enum {
-    MAX_GRID = 65535 * 8,  /* row kernels: blocks stride over the rows beyond this */
-    CHUNK_ROWS = 32,       /* rows per partial of the parameter gradients, at least ... */
-    MAX_CELLS = 1 << 20,   /* ... but no more than this many partials (bounds the scratch) */
+    CHUNK_ROWS = 32,     /* rows per partial of the parameter gradients, at least ... */
+    MAX_CELLS = 1 << 20, /* ... but no more than this many partials (bounds the scratch) */
 };
-
-static unsigned row_blocks(int64_t rows)
-{
-    return (unsigned)(rows < MAX_GRID ? rows : (int64_t)MAX_GRID);
-}
-
-/* Sum of v over the block (blockDim.x == VNM_CUDA_THREADS), returned to every thread. Every
- * thread of the block must call it. */
-__device__ static double block_sum(double v)
-{
-    __shared__ double part[VNM_CUDA_THREADS / 32];
-    __shared__ double total;
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-    if (lane == 0) part[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        v = lane < VNM_CUDA_THREADS / 32 ? part[lane] : 0.0;
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-        if (lane == 0) total = v;
-    }
-    __syncthreads();
-    return total;
-}
 
 /* y = (x - mean)·rstd·w + b per row; mean NULL: RMSNorm (no centring), w·(x·rstd). */
 __global__ static void norm_fwd_kernel(float *y, float *mean, float *rstd, const float *x,
@@ -169,7 +144,7 @@ static void norm_fwd(float *y, float *mean, float *rstd, const float *x, const f
                      const float *b, int64_t rows, int64_t D, float eps)
 {
     if (rows <= 0) return;
-    norm_fwd_kernel<<<row_blocks(rows), VNM_CUDA_THREADS>>>(y, mean, rstd, x, w, b, rows, D, eps);
+    norm_fwd_kernel<<<vnm_cuda_row_blocks(rows), VNM_CUDA_THREADS>>>(y, mean, rstd, x, w, b, rows, D, eps);
     VNM_CUDA_LAUNCHED();
 }
 
@@ -179,7 +154,7 @@ static void norm_bwd(float *dx, float *dw, float *db, const float *dy, const flo
 {
     if (rows <= 0 || D <= 0) return;
     if (dx) {
-        norm_bwd_input_kernel<<<row_blocks(rows), VNM_CUDA_THREADS>>>(dx, dy, x, mean, rstd, w,
+        norm_bwd_input_kernel<<<vnm_cuda_row_blocks(rows), VNM_CUDA_THREADS>>>(dx, dy, x, mean, rstd, w,
                                                                       rows, D);
         VNM_CUDA_LAUNCHED();
     }

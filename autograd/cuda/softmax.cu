@@ -2,57 +2,7 @@
  * backward, with autograd/cpu/softmax.c's semantics and rounding steps: the row maximum is
  * subtracted before exponentiating (no overflow at any magnitude), row sums accumulate in double,
  * backward adds into dx. One block per row, reduced across the block in a fixed shuffle order. */
-#include "common.cuh"
-
-enum { MAX_GRID = 65535 * 8 }; /* blocks stride over the rows beyond this */
-
-static unsigned row_blocks(int64_t rows)
-{
-    return (unsigned)(rows < MAX_GRID ? rows : (int64_t)MAX_GRID);
-}
-
-/* Sum / maximum of v over the block (blockDim.x == VNM_CUDA_THREADS), returned to every thread.
- * Every thread of the block must call them. */
-__device__ static double block_sum(double v)
-{
-    __shared__ double part[VNM_CUDA_THREADS / 32];
-    __shared__ double total;
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-    if (lane == 0) part[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        v = lane < VNM_CUDA_THREADS / 32 ? part[lane] : 0.0;
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-        if (lane == 0) total = v;
-    }
-    __syncthreads();
-    return total;
-}
-
-/* As the CPU's row maximum, a NaN never wins a comparison. */
-__device__ static float block_max(float v)
-{
-    __shared__ float part[VNM_CUDA_THREADS / 32];
-    __shared__ float total;
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int o = 16; o > 0; o >>= 1) {
-        float u = __shfl_down_sync(0xffffffffu, v, o);
-        v = u > v ? u : v;
-    }
-    if (lane == 0) part[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        v = lane < VNM_CUDA_THREADS / 32 ? part[lane] : -INFINITY;
-        for (int o = 16; o > 0; o >>= 1) {
-            float u = __shfl_down_sync(0xffffffffu, v, o);
-            v = u > v ? u : v;
-        }
-        if (lane == 0) total = v;
-    }
-    __syncthreads();
-    return total;
-}
+#include "reduce.cuh"
 
 /* y may be x: each thread reads and writes only its own columns, after the maximum is known. */
 __global__ static void softmax_fwd_kernel(float *y, const float *x, int64_t rows, int64_t D,
@@ -104,7 +54,7 @@ __global__ static void softmax_bwd_kernel(float *dx, const float *y, const float
 static void cuda_softmax_fwd(float *y, const float *x, int64_t rows, int64_t D, bool take_log)
 {
     if (rows <= 0) return;
-    softmax_fwd_kernel<<<row_blocks(rows), VNM_CUDA_THREADS>>>(y, x, rows, D, take_log);
+    softmax_fwd_kernel<<<vnm_cuda_row_blocks(rows), VNM_CUDA_THREADS>>>(y, x, rows, D, take_log);
     VNM_CUDA_LAUNCHED();
 }
 
@@ -112,7 +62,7 @@ static void cuda_softmax_bwd(float *dx, const float *y, const float *dy, int64_t
                              bool take_log)
 {
     if (rows <= 0) return;
-    softmax_bwd_kernel<<<row_blocks(rows), VNM_CUDA_THREADS>>>(dx, y, dy, rows, D, take_log);
+    softmax_bwd_kernel<<<vnm_cuda_row_blocks(rows), VNM_CUDA_THREADS>>>(dx, y, dy, rows, D, take_log);
     VNM_CUDA_LAUNCHED();
 }
 
