@@ -67,6 +67,7 @@ static void test_bad_recipe(void **state)
     X("fraction_gt1.yaml") \
     X("fraction_sum.yaml") \
     X("heads_divide.yaml") \
+    X("label_smoothing_range.yaml") \
     X("lora_without_section.yaml") \
     X("missing_weights.yaml") \
     X("negative_lr.yaml") \

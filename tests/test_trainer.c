@@ -131,6 +131,16 @@ static char *train_loss(const char *metrics, int64_t step)
     return NULL;
 }
 
+/* How many lines of metrics are records of `step` (train, val or the final event). */
+static int step_records(const char *metrics, int64_t step)
+{
+    char key[64];
+    snprintf(key, sizeof key, "\"step\":%lld,", (long long)step);
+    int n = 0;
+    for (const char *p = strstr(metrics, key); p; p = strstr(p + 1, key)) n++;
+    return n;
+}
+
 static const char *last_line(const char *text)
 {
     size_t n = strlen(text);
@@ -284,6 +294,23 @@ static void test_resume_bit_exact(void **state)
     check_resume(dir, full, 4, "from4");
     check_resume(dir, full, 6, "from6");
     check_resume(dir, full, 8, "from8");
+    /* resuming the finished run from step 8 in its own directory: the records of steps 9..12
+     * written the first time are replaced, not repeated */
+    char *ck = path_in(full, "ckpt/step_00000008.h5"), *fm = path_in(full, "metrics.jsonl");
+    char *before = read_file(fm);
+    assert_int_equal(run_cmd(true, ck, NULL, 0), 0);
+    char *after = read_file(fm);
+    for (int64_t s = 1; s <= 12; s++) {
+        assert_int_equal(step_records(after, s), step_records(before, s));
+        char *a = train_loss(before, s), *b = train_loss(after, s);
+        assert_string_equal(a, b);
+        free(a);
+        free(b);
+    }
+    free(before);
+    free(after);
+    free(ck);
+    free(fm);
     free(full);
     free(recipe);
 }
@@ -315,7 +342,7 @@ static void test_ria_prune(void **state)
 }
 
 /* Bad input exits 2: an unknown key, a missing recipe, a missing checkpoint, an unimplemented
- * stage kind, a per-stage weight decay the optimiser cannot apply. */
+ * stage kind, a per-stage weight decay the optimiser cannot apply, a prune stage on cuda. */
 static void test_bad_input(void **state)
 {
     const char *dir = *state;
@@ -335,6 +362,13 @@ static void test_bad_input(void **state)
                           "run: {name: w}\nstages: [{name: a, kind: dense, steps: 2, "
                           "optim: {weight_decay: 0}}]\n");
     assert_int_equal(run_cmd(false, wd, ovs, 1), 2);
+    /* sparse stages on cuda: refused with or without a device (V:N:M kernels are cpu-only) */
+    char *cuda = write_file(dir, "cuda.yaml",
+                            "run: {name: c, device: cuda}\nsparsity: {pattern: '16:2:4'}\n"
+                            "stages: [{name: a, kind: dense, steps: 1},\n"
+                            "         {name: p, kind: prune, steps: 1}]\n");
+    assert_int_equal(run_cmd(false, cuda, ovs, 1), 2);
+    free(cuda);
     free(wd);
     free(srste);
     free(missing);

@@ -13,7 +13,8 @@ typedef struct {
 
 double vnm_bench_now(void); /* seconds, monotonic */
 /* One measurement: a JSON object on stdout, a table row on stderr. ratio = baseline / value for
- * times (ratio > 1: faster than the baseline). */
+ * times (ratio > 1: faster than the baseline). baseline NULL: none was measured in this run, and
+ * baseline, baseline_value and ratio are JSON null. */
 void vnm_bench_report(const char *bench, const char *case_name, double value, const char *unit,
                       const char *baseline, double baseline_value);
 /* Best-of-reps seconds of forward + backward (dX, dW, db) of one linear layer through the tape,
@@ -23,5 +24,8 @@ double vnm_bench_time_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, vnm_spa
                              vnm_tensor *b, vnm_tensor *dy, int reps);
 int vnm_bench_ops(const vnm_bench_opts *opts);
 int vnm_bench_spmm(const vnm_bench_opts *opts);
+/* `vnm bench train [options]` (argv after "train"): the whole ViT training step; returns the exit
+ * code. */
+int vnm_cmd_bench_train(int argc, char **argv);
 
 #endif

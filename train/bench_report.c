@@ -31,6 +31,14 @@ double vnm_bench_now(void)
 void vnm_bench_report(const char *bench, const char *case_name, double value, const char *unit,
                       const char *baseline, double baseline_value)
 {
+    if (!baseline) {
+        printf("{\"bench\":\"%s\", \"case\":\"%s\", \"value\":%.4f, \"unit\":\"%s\", "
+               "\"baseline\":null, \"baseline_value\":null, \"ratio\":null}\n",
+               bench, case_name, value, unit);
+        fflush(stdout);
+        fprintf(stderr, "%-6s %-44s %10.3f %s\n", bench, case_name, value, unit);
+        return;
+    }
     double ratio = value > 0 ? baseline_value / value : 0.0;
     printf("{\"bench\":\"%s\", \"case\":\"%s\", \"value\":%.4f, \"unit\":\"%s\", "
            "\"baseline\":\"%s\", \"baseline_value\":%.4f, \"ratio\":%.3f}\n",

@@ -7,6 +7,8 @@
 #include "../autograd/autograd.h"
 #include "bench.h"
 #include "cli.h"
+#include "eval.h"
+#include "export.h"
 #include "state.h"
 #include "trainer.h"
 
@@ -18,8 +20,12 @@ static const char usage[] =
     "commands:\n"
     "  train RECIPE [key=value ...]         train through the recipe's stages into run.output_dir\n"
     "  resume RUN_DIR|CKPT [key=value ...]  continue a run from its (latest) checkpoint\n"
+    "  eval RUN_DIR|CKPT [key=value ...]    test-split loss, top-1 and img/s of a checkpoint\n"
+    "  export RUN_DIR|CKPT --out PATH.safetensors [--dtype f32|bf16|f16]\n"
+    "                                       the model as timm safetensors (sparse decompressed)\n"
     "  bench ops [--threads N] [--reps N]   linear forward+backward vs raw OpenBLAS sgemm\n"
     "  bench spmm [--threads N] [--reps N]  V:N:M sparse products and op vs dense\n"
+    "  bench train [--model M] [--device D] the full ViT training step: img/s, ms/step\n"
     "  select --shapes OxI[,OxI...] [--speedup S]\n"
     "                                       choose V and M for a required speedup\n"
     "  inspect CKPT                         summarise a checkpoint (file, ckpt or run directory)\n"
@@ -32,11 +38,13 @@ static const char usage[] =
 
 static const char bench_usage[] =
     "usage: vnm bench ops|spmm [--threads N] [--reps N]\n"
+    "       vnm bench train [options]   (see vnm bench train --help)\n"
     "\n"
     "  ops    linear forward+backward through the tape vs raw OpenBLAS sgemm\n"
     "  spmm   CPU forward, dX, dW of compressed V:N:M weights vs the dense OpenBLAS sgemm of\n"
     "         each product; the sparse-linear op's forward+backward vs the dense linear op's;\n"
     "         weights+grads+AdamW bytes vs dense\n"
+    "  train  the full ViT training step (forward, loss, backward, AdamW) on synthetic data\n"
     "\n"
     "Prints one JSON object per measurement on stdout (bench, case, value, unit, baseline,\n"
     "baseline_value, ratio; ratio > 1 means faster than the baseline measured in the same run)\n"
@@ -50,6 +58,7 @@ static int cmd_bench(int argc, char **argv)
         fputs(bench_usage, argc < 1 ? stderr : stdout);
         return argc < 1 ? 2 : 0;
     }
+    if (!strcmp(argv[0], "train")) return vnm_cmd_bench_train(argc - 1, argv + 1);
     vnm_bench_opts opts = {0, 3};
     for (int i = 1; i < argc; i++) {
         int rc = 0;
@@ -70,7 +79,7 @@ static int cmd_bench(int argc, char **argv)
     }
     if (!strcmp(argv[0], "ops")) return vnm_bench_ops(&opts);
     if (!strcmp(argv[0], "spmm")) return vnm_bench_spmm(&opts);
-    fprintf(stderr, "vnm bench: unknown suite '%s' (available: ops, spmm)\n", argv[0]);
+    fprintf(stderr, "vnm bench: unknown suite '%s' (available: ops, spmm, train)\n", argv[0]);
     return 2;
 }
 
@@ -91,6 +100,8 @@ int main(int argc, char **argv)
     }
     if (!strcmp(cmd, "train")) return vnm_cmd_train(argc - 2, argv + 2);
     if (!strcmp(cmd, "resume")) return vnm_cmd_resume(argc - 2, argv + 2);
+    if (!strcmp(cmd, "eval")) return vnm_cmd_eval(argc - 2, argv + 2);
+    if (!strcmp(cmd, "export")) return vnm_cmd_export(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(cmd, "select")) return vnm_cmd_select(argc - 2, argv + 2);
     if (!strcmp(cmd, "inspect")) return vnm_cmd_inspect(argc - 2, argv + 2);

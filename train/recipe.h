@@ -128,7 +128,11 @@ typedef struct {
         double min_lr;
         int64_t step_size;
         double gamma;
+        bool per_stage; /* each training stage runs the schedule over its own steps */
     } schedule;
+    struct {
+        double label_smoothing; /* training loss only; evaluation uses plain cross-entropy */
+    } loss;
     vnm_recipe_stage *stages;
     int64_t n_stages;
     struct {

@@ -1,6 +1,7 @@
 /* train/trainer.c — the training loop behind `vnm train` and `vnm resume` (see trainer.h): run
  * set-up from a recipe, the stages, one-shot V:N:M pruning of the target linears, evaluation,
- * logging to the console, log.txt and metrics.jsonl, checkpoints and resume.
+ * logging to the console, log.txt and metrics.jsonl, checkpoints and resume, and the read-only
+ * restore (resume without a run directory or optimiser) behind `vnm eval` and `vnm export`.
  *
  * Optimiser hand-over at a prune stage: the optimiser is rebuilt over the new parameter list.
  * Parameters that stay keep their moments and step counts; the compressed vals of a pruned layer
@@ -31,7 +32,7 @@
 #define ERR_LEN 1024
 #define PATH_LEN 4096
 
-typedef struct {
+struct vnm_trainer {
     vnm_recipe r;
     char *recipe_text; /* resolved YAML, stored in checkpoints and recipe.yaml */
     const char *dir;   /* run.output_dir */
@@ -41,17 +42,27 @@ typedef struct {
     vnm_loader *train_ld, *test_ld;
     vnm_optim_config ocfg;
     vnm_optim *opt;
-    vnm_schedule sched;
-    int64_t *stage_steps; /* [n_stages] optimiser steps of each stage */
+    vnm_schedule sched;        /* over the whole run */
+    vnm_schedule *stage_sched; /* [n_stages] over each stage's steps (schedule.per_stage) */
+    int64_t *stage_steps;      /* [n_stages] optimiser steps of each stage */
     int64_t total_steps;
     vnm_progress prog;
     int32_t **perm_in; /* [n_linears] input permutation of a pruned layer, or NULL */
     FILE *log, *metrics;
+    char metrics_path[PATH_LEN];
     double t0, window_s; /* window_s: training-step seconds since the last progress line */
     int64_t window_imgs;
     double last_loss, val_loss, val_top1;
+    double val_s;       /* seconds the last evaluation took */
+    int64_t val_images; /* images it saw */
+    /* vnm_trainer_restore (`vnm eval`, `vnm export`): the run directory is not touched, the
+     * console stays quiet, no optimiser is built; no_data: the data set is not loaded either */
+    bool read_only, no_data;
+    const char *cmd;    /* the command restoring, for messages: "resume", "eval", "export" */
+    char ckpt[PATH_LEN]; /* the checkpoint file restored from */
     char err[ERR_LEN];
-} trainer;
+};
+typedef struct vnm_trainer trainer;
 
 static volatile sig_atomic_t stop_requested;
 
@@ -72,6 +83,7 @@ static double now_s(void)
 static void say(trainer *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void say(trainer *t, const char *fmt, ...)
 {
+    if (t->read_only) return;
     va_list ap;
     va_start(ap, fmt);
     vprintf(fmt, ap);
@@ -120,9 +132,6 @@ static bool matches_target(const vnm_recipe *r, const char *name)
 static int check_supported(trainer *t)
 {
     const vnm_recipe *r = &t->r;
-    if (r->run.device != VNM_RECIPE_DEVICE_CPU)
-        return fail(t, 2, "run.device: only cpu training is implemented (sparse kernels are "
-                          "cpu-only)");
     if (r->run.precision != VNM_RECIPE_PRECISION_F32)
         return fail(t, 2, "run.precision: only f32 training is implemented");
     if (r->model.arch != VNM_RECIPE_ARCH_VIT)
@@ -137,6 +146,10 @@ static int check_supported(trainer *t)
             return fail(t, 2, "stages[%lld] '%s': kind %s is not implemented yet (dense, prune, "
                               "sparse_fixed are)", (long long)i, r->stages[i].name,
                         stage_kind_name(k));
+        if (r->run.device == VNM_RECIPE_DEVICE_CUDA && k != VNM_RECIPE_STAGE_DENSE)
+            return fail(t, 2, "stages[%lld] '%s': kind %s needs run.device: cpu (the V:N:M "
+                              "kernels exist for the cpu backend only; cuda runs dense stages)",
+                        (long long)i, r->stages[i].name, stage_kind_name(k));
         /* the optimiser's groups fix these at creation; only lr and clipping vary per stage */
         if (!isnan(r->stages[i].optim.weight_decay) || !isnan(r->stages[i].optim.momentum))
             return fail(t, 2, "stages[%lld] '%s': optim.weight_decay and optim.momentum cannot be "
@@ -175,7 +188,7 @@ static int setup_data(trainer *t)
     lc.augment = r->data.augment.flip || lc.pad > 0;
     lc.mean = VNM_FASHION_MNIST_MEAN;
     lc.std = VNM_FASHION_MNIST_STD;
-    lc.prefetch = r->data.workers > 0;
+    lc.prefetch = r->data.workers > 0 && !t->read_only;
     if (vnm_loader_create(&t->train_ds, &lc, &t->train_ld, t->err, sizeof t->err))
         return fail(t, 2, "data: %s", t->err);
     vnm_loader_config ec = lc;
@@ -222,7 +235,8 @@ static int resolve_steps(trainer *t)
     int64_t bpe = vnm_loader_batches_per_epoch(t->train_ld), fixed = 0;
     double frac = 0;
     t->stage_steps = calloc((size_t)r->n_stages, sizeof *t->stage_steps);
-    if (!t->stage_steps) return fail(t, 1, "out of memory");
+    t->stage_sched = calloc((size_t)r->n_stages, sizeof *t->stage_sched);
+    if (!t->stage_steps || !t->stage_sched) return fail(t, 1, "out of memory");
     for (int64_t i = 0; i < r->n_stages; i++) {
         const vnm_recipe_stage *s = &r->stages[i];
         if (s->kind == VNM_RECIPE_STAGE_PRUNE) continue;
@@ -255,13 +269,23 @@ static int setup_schedule(trainer *t)
     const vnm_recipe *r = &t->r;
     static const vnm_schedule_kind kinds[] = {VNM_SCHEDULE_CONSTANT, VNM_SCHEDULE_COSINE,
                                               VNM_SCHEDULE_STEP, VNM_SCHEDULE_LINEAR};
-    int64_t warm = r->schedule.warmup_steps;
-    if (!isnan(r->schedule.warmup_fraction))
-        warm = llround(r->schedule.warmup_fraction * (double)t->total_steps);
-    t->sched = (vnm_schedule){kinds[r->schedule.name], r->optim.lr, warm, 0, t->total_steps,
-                              r->schedule.min_lr, r->schedule.step_size, r->schedule.gamma};
-    if (vnm_schedule_validate(&t->sched, t->err, sizeof t->err))
-        return fail(t, 2, "schedule: %s", t->err);
+    /* one schedule over the run, or (per_stage) one over each training stage's steps */
+    for (int64_t i = -1; i < r->n_stages; i++) {
+        bool run = i < 0;
+        if (!run && (!r->schedule.per_stage || r->stages[i].kind == VNM_RECIPE_STAGE_PRUNE))
+            continue;
+        int64_t steps = run ? t->total_steps : t->stage_steps[i];
+        int64_t warm = r->schedule.warmup_steps;
+        if (!isnan(r->schedule.warmup_fraction))
+            warm = llround(r->schedule.warmup_fraction * (double)steps);
+        vnm_schedule *sc = run ? &t->sched : &t->stage_sched[i];
+        *sc = (vnm_schedule){kinds[r->schedule.name], r->optim.lr, warm, 0, steps,
+                             r->schedule.min_lr, r->schedule.step_size, r->schedule.gamma};
+        if (vnm_schedule_validate(sc, t->err, sizeof t->err))
+            return run ? fail(t, 2, "schedule: %s", t->err)
+                       : fail(t, 2, "schedule (per_stage) in stages[%lld] '%s': %s",
+                              (long long)i, r->stages[i].name, t->err);
+    }
     t->ocfg = vnm_optim_config_default(r->optim.name == VNM_RECIPE_OPTIM_SGD ? VNM_OPTIM_SGD
                                                                              : VNM_OPTIM_ADAMW);
     t->ocfg.lr = r->optim.lr;
@@ -343,10 +367,41 @@ static int open_run_dir(trainer *t, bool resume)
     if (!t->log) return fail(t, 2, "cannot write '%s': %s", path, strerror(errno));
     if (t->r.log.metrics) snprintf(path, sizeof path, "%s", t->r.log.metrics);
     else snprintf(path, sizeof path, "%s/metrics.jsonl", t->dir);
+    snprintf(t->metrics_path, sizeof t->metrics_path, "%s", path);
     t->metrics = fopen(path, resume ? "a" : "w");
     if (!t->metrics) return fail(t, 2, "log.metrics: cannot write '%s': %s", path,
                                  strerror(errno));
     return 0;
+}
+
+/* On resume, records of steps after the checkpoint's (written before the interruption) are
+ * dropped: the resumed run writes them again, so every step appears once. */
+static int trim_metrics(trainer *t)
+{
+    char tmp[PATH_LEN + 8];
+    snprintf(tmp, sizeof tmp, "%s.tmp", t->metrics_path);
+    fclose(t->metrics);
+    t->metrics = NULL;
+    FILE *in = fopen(t->metrics_path, "r"), *out = in ? fopen(tmp, "w") : NULL;
+    char *line = NULL;
+    size_t cap = 0;
+    bool ok = out != NULL;
+    while (ok && getline(&line, &cap, in) > 0) {
+        const char *at = strstr(line, "\"step\":");
+        if (!at || strtoll(at + 7, NULL, 10) <= t->prog.step) ok = fputs(line, out) >= 0;
+    }
+    free(line);
+    if (in) fclose(in);
+    if (out && fclose(out) != 0) ok = false;
+    if (!ok || rename(tmp, t->metrics_path) != 0) {
+        unlink(tmp);
+        return fail(t, 2, "log.metrics: cannot rewrite '%s': %s", t->metrics_path,
+                    strerror(errno));
+    }
+    t->metrics = fopen(t->metrics_path, "a");
+    return t->metrics ? 0
+                      : fail(t, 2, "log.metrics: cannot write '%s': %s", t->metrics_path,
+                             strerror(errno));
 }
 
 /* Everything but the checkpoint: context, data, model, step plan, run directory. */
@@ -360,13 +415,20 @@ static int setup(trainer *t, bool resume)
     if (t->r.checkpoint.dir && strcmp(t->r.checkpoint.dir, ckdir))
         return fail(t, 2, "checkpoint.dir: '%s': checkpoints go to <run.output_dir>/ckpt ('%s')",
                     t->r.checkpoint.dir, ckdir);
-    vnm_ctx_config cc = {VNM_DEVICE_CPU, (uint64_t)t->r.run.seed, (int)t->r.run.threads};
+    bool cuda = t->r.run.device == VNM_RECIPE_DEVICE_CUDA;
+    char reason[256];
+    if (cuda && !vnm_device_available(VNM_DEVICE_CUDA, reason, sizeof reason))
+        return fail(t, 2, "run.device: cuda: %s", reason);
+    vnm_ctx_config cc = {cuda ? VNM_DEVICE_CUDA : VNM_DEVICE_CPU, (uint64_t)t->r.run.seed,
+                         (int)t->r.run.threads};
     t->ctx = vnm_ctx_create(&cc);
-    if (!t->ctx) return fail(t, 1, "cannot create a cpu context");
+    if (!t->ctx) return fail(t, 1, "cannot create a %s context", cuda ? "cuda" : "cpu");
     vnm_ctx_set_training(t->ctx, true);
-    if ((rc = open_run_dir(t, resume)) || (rc = setup_data(t)) || (rc = setup_model(t)) ||
-        (rc = resolve_steps(t)) || (rc = setup_schedule(t)))
+    if ((!t->read_only && (rc = open_run_dir(t, resume))) ||
+        (!t->no_data && (rc = setup_data(t))) || (rc = setup_model(t)))
         return rc;
+    if (t->read_only) return 0;
+    if ((rc = resolve_steps(t)) || (rc = setup_schedule(t))) return rc;
     say(t, "%s", t->recipe_text);
     say(t, "model: vit %lld params, %lld steps in %lld stages (%lld batches per epoch)\n",
         (long long)vnm_vit_numel(t->m), (long long)t->total_steps, (long long)t->r.n_stages,
@@ -387,6 +449,7 @@ static void teardown(trainer *t)
     vnm_dataset_free(&t->test_ds);
     if (t->ctx) vnm_ctx_destroy(t->ctx);
     free(t->stage_steps);
+    free(t->stage_sched);
     free(t->recipe_text);
     if (t->log) fclose(t->log);
     if (t->metrics) fclose(t->metrics);
@@ -546,13 +609,14 @@ static int prune_all(trainer *t, bool placeholder)
                "(%+.2f%%)\n", n, pat, before / total, after / total,
             before > 0 ? 100 * (after - before) / before : 0.0);
     }
-    return build_optim(t);
+    return t->read_only ? 0 : build_optim(t);
 }
 
 /* ---- evaluation, logging, checkpoints ---- */
 
 static int evaluate(trainer *t, const char *stage)
 {
+    double start = now_s();
     bool grad = vnm_ctx_set_grad_enabled(t->ctx, false);
     vnm_ctx_set_training(t->ctx, false);
     vnm_loader_set_pos(t->test_ld, (vnm_sampler_pos){0, 0}, NULL, 0);
@@ -596,8 +660,11 @@ static int evaluate(trainer *t, const char *stage)
     if (rc) return rc;
     t->val_loss = loss_sum / (double)seen;
     t->val_top1 = (double)correct / (double)seen;
+    t->val_images = seen;
+    t->val_s = now_s() - start;
     say(t, "eval step %lld [%s] val loss %.4f top1 %.2f%%\n", (long long)t->prog.step, stage,
         t->val_loss, 100 * t->val_top1);
+    if (!t->metrics) return 0;
     fprintf(t->metrics, "{\"step\":%lld,\"stage\":\"%s\",\"split\":\"val\",\"loss\":%.9g,"
                         "\"top1\":%.6f}\n", (long long)t->prog.step, stage, t->val_loss,
             t->val_top1);
@@ -623,8 +690,8 @@ static void fill_state(trainer *t, vnm_run_state *st, vnm_state_tensor *dense,
         }
     }
     *st = (vnm_run_state){t->ctx, dense, nd, sparse, ns, t->opt, &t->ocfg,
-                          vnm_loader_get_pos(t->train_ld), (uint64_t)t->r.run.seed, t->prog,
-                          t->recipe_text};
+                          t->train_ld ? vnm_loader_get_pos(t->train_ld) : (vnm_sampler_pos){0, 0},
+                          (uint64_t)t->r.run.seed, t->prog, t->recipe_text};
     st->progress.epoch = st->data_pos.epoch;
 }
 
@@ -690,7 +757,8 @@ static int train_step(trainer *t, const vnm_recipe_stage *s, double *lr_out)
                                     batch.images);                                  // [B, C, H, W]
     vnm_tensor *y = vnm_tensor_from(ctx, VNM_DTYPE_I32, 1, VNM_SHAPE(batch.size), batch.labels);
     vnm_tensor *logits = vnm_vit_forward(ctx, t->m, x, NULL); // [B, classes]
-    vnm_tensor *loss = vnm_cross_entropy(ctx, logits, y, -100, 0.0f);
+    vnm_tensor *loss =
+        vnm_cross_entropy(ctx, logits, y, -100, (float)t->r.loss.label_smoothing);
     if (!loss) return fail(t, 1, "step %lld: %s", (long long)t->prog.step + 1, vnm_ctx_error(ctx));
     float lv = vnm_item(ctx, loss);
     if (!isfinite(lv))
@@ -710,7 +778,10 @@ static int train_step(trainer *t, const vnm_recipe_stage *s, double *lr_out)
                         (long long)t->prog.step + 1, s->name, norm);
     }
     double scale = isnan(s->optim.lr) ? 1.0 : s->optim.lr / t->r.optim.lr;
-    double lr = vnm_schedule_lr(&t->sched, t->prog.step) * scale;
+    double lr = t->r.schedule.per_stage
+                    ? vnm_schedule_lr(&t->stage_sched[t->prog.stage_index], t->prog.stage_step)
+                    : vnm_schedule_lr(&t->sched, t->prog.step);
+    lr *= scale;
     vnm_optim_set_lr(t->opt, lr);
     if (vnm_optim_step(t->opt))
         return fail(t, 1, "step %lld: optimiser: %s", (long long)t->prog.step + 1,
@@ -870,16 +941,16 @@ static char **follow_output_dir(char **overrides, int *n)
  * then restores every tensor. */
 static int resume_from(trainer *t, const char *path, char **overrides, int n)
 {
-    char *stored = NULL, file[PATH_LEN];
+    char *stored = NULL, *file = t->ckpt;
     int64_t stage_index = 0;
     vnm_ckpt_reader *rd = vnm_ckpt_open(path, t->err, sizeof t->err);
-    if (!rd) return fail(t, 2, "resume: %s", t->err);
-    snprintf(file, sizeof file, "%s", vnm_ckpt_file(rd));
+    if (!rd) return fail(t, 2, "%s: %s", t->cmd, t->err);
+    snprintf(file, sizeof t->ckpt, "%s", vnm_ckpt_file(rd));
     if (vnm_ckpt_get_str(rd, "/", "recipe", &stored, t->err, sizeof t->err) ||
         vnm_ckpt_get_i64(rd, "/", "stage_index", &stage_index, t->err, sizeof t->err)) {
         vnm_ckpt_close(rd);
         free(stored);
-        return fail(t, 2, "resume: %s", t->err);
+        return fail(t, 2, "%s: %s", t->cmd, t->err);
     }
     /* the stored text goes through the loader again so overrides are checked as in `train` */
     char tmp[] = "/tmp/vnm-resume-XXXXXX";
@@ -887,7 +958,8 @@ static int resume_from(trainer *t, const char *path, char **overrides, int n)
     FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
     int rc = 0;
     if (!f && fd >= 0) close(fd);
-    if (!f || fputs(stored, f) < 0 || fclose(f) != 0) rc = fail(t, 1, "resume: temp file failed");
+    if (!f || fputs(stored, f) < 0 || fclose(f) != 0)
+        rc = fail(t, 1, "%s: temp file failed", t->cmd);
     char **ov = NULL;
     if (!rc) rc = (ov = follow_output_dir(overrides, &n)) ? 0 : fail(t, 1, "out of memory");
     if (!rc) rc = load_recipe(t, tmp, ov, n);
@@ -901,7 +973,7 @@ static int resume_from(trainer *t, const char *path, char **overrides, int n)
         for (int64_t i = 0; i < stage_index && i < t->r.n_stages; i++)
             pruned |= t->r.stages[i].kind == VNM_RECIPE_STAGE_PRUNE;
         if (pruned) rc = prune_all(t, true);
-        else rc = build_optim(t);
+        else if (!t->read_only) rc = build_optim(t);
     }
     for (int li = 0; !rc && t->m && li < t->m->n_linears; li++) {
         vnm_vit_linear *l = t->m->linears[li];
@@ -915,7 +987,7 @@ static int resume_from(trainer *t, const char *path, char **overrides, int n)
         if (!t->perm_in[li] ||
             vnm_ckpt_read(rd, ds, VNM_CKPT_I32, 1, VNM_SHAPE(l->in), t->perm_in[li], t->err,
                           sizeof t->err))
-            rc = fail(t, 2, "resume: %s", t->err);
+            rc = fail(t, 2, "%s: %s", t->cmd, t->err);
     }
     vnm_ckpt_close(rd);
     free(stored);
@@ -928,14 +1000,15 @@ static int resume_from(trainer *t, const char *path, char **overrides, int n)
     if (!rc) {
         fill_state(t, &st, dense, sparse);
         if (vnm_state_load(file, &st, NULL, t->err, sizeof t->err))
-            rc = fail(t, 2, "resume: %s", t->err);
+            rc = fail(t, 2, "%s: %s", t->cmd, t->err);
     }
     free(dense);
     free(sparse);
     if (rc) return rc;
-    if (vnm_loader_set_pos(t->train_ld, st.data_pos, t->err, sizeof t->err))
-        return fail(t, 2, "resume: %s", t->err);
+    if (t->train_ld && vnm_loader_set_pos(t->train_ld, st.data_pos, t->err, sizeof t->err))
+        return fail(t, 2, "%s: %s", t->cmd, t->err);
     t->prog = st.progress;
+    if (!t->read_only && (rc = trim_metrics(t))) return rc;
     say(t, "resume: step %lld, stage %lld '%s', %lld steps into it\n", (long long)t->prog.step,
         (long long)t->prog.stage_index + 1,
         t->prog.stage_index < t->r.n_stages ? t->r.stages[t->prog.stage_index].name : "(end)",
@@ -949,9 +1022,54 @@ int vnm_cmd_resume(int argc, char **argv)
         fputs("usage: vnm resume RUN_DIR|CKPT [key=value ...]\n", argc < 1 ? stderr : stdout);
         return argc < 1 ? 2 : 0;
     }
-    trainer t = {0};
+    trainer t = {.cmd = "resume"};
     int rc = resume_from(&t, argv[0], argv + 1, argc - 1);
     if (!rc) rc = run_with_signals(&t);
     teardown(&t);
+    return rc;
+}
+
+/* ---- read-only restore for `vnm eval` and `vnm export` (trainer.h) ---- */
+
+int vnm_trainer_restore(const char *cmd, const char *path, char **overrides, int n,
+                        bool with_data, vnm_trainer **out)
+{
+    *out = NULL;
+    trainer *t = calloc(1, sizeof *t);
+    if (!t) {
+        fprintf(stderr, "vnm %s: out of memory\n", cmd);
+        return 1;
+    }
+    t->read_only = true;
+    t->no_data = !with_data;
+    t->cmd = cmd;
+    int rc = resume_from(t, path, overrides, n);
+    if (rc) {
+        vnm_trainer_free(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
+vnm_restored vnm_trainer_restored(const vnm_trainer *t)
+{
+    const vnm_progress *p = &t->prog;
+    int64_t si = p->stage_step == 0 && p->stage_index > 0 ? p->stage_index - 1 : p->stage_index;
+    if (si >= t->r.n_stages) si = t->r.n_stages - 1;
+    return (vnm_restored){t->ctx, t->m, t->ckpt, p->step, t->r.stages[si].name, t->perm_in};
+}
+
+void vnm_trainer_free(vnm_trainer *t)
+{
+    if (!t) return;
+    teardown(t);
+    free(t);
+}
+
+int vnm_trainer_evaluate(vnm_trainer *t, vnm_eval_result *res)
+{
+    int rc = evaluate(t, vnm_trainer_restored(t).stage);
+    if (!rc) *res = (vnm_eval_result){t->val_loss, t->val_top1, t->val_images, t->val_s};
     return rc;
 }

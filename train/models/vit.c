@@ -530,23 +530,53 @@ static float *param_host(vnm_ctx *ctx, const vnm_vit_param *p, char *err, size_t
     return NULL;
 }
 
+static int64_t shape_numel(int ndim, const int64_t *shape)
+{
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    return n;
+}
+
+/* buf[n] f32 → a malloc'd copy in dtype (bf16/f16); buf is freed either way. */
+static void *convert_host(float *buf, int64_t n, vnm_dtype dtype)
+{
+    if (dtype == VNM_DTYPE_F32) return buf;
+    uint16_t *out = malloc((size_t)n * sizeof *out);
+    for (int64_t i = 0; out && i < n; i++)
+        out[i] = dtype == VNM_DTYPE_BF16 ? vnm_f32_to_bf16(buf[i]) : vnm_f32_to_f16(buf[i]);
+    free(buf);
+    return out;
+}
+
 vnm_status vnm_vit_save(vnm_ctx *ctx, const vnm_vit *m, const char *path, char *err,
                         size_t err_len)
 {
+    return vnm_vit_save_as(ctx, m, path, VNM_DTYPE_F32, err, err_len);
+}
+
+vnm_status vnm_vit_save_as(vnm_ctx *ctx, const vnm_vit *m, const char *path, vnm_dtype dtype,
+                           char *err, size_t err_len)
+{
+    if (dtype != VNM_DTYPE_F32 && dtype != VNM_DTYPE_BF16 && dtype != VNM_DTYPE_F16)
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "vit: %s: cannot save as %s (f32, bf16 "
+                          "or f16)", path, vnm_dtype_name(dtype));
     int n = m->n_params;
     vnm_vit_param *ps = calloc((size_t)n, sizeof *ps);
     vnm_safetensors_entry *es = calloc((size_t)n, sizeof *es);
     int64_t(*shapes)[VNM_MAX_DIMS] = calloc((size_t)n, sizeof *shapes);
-    float **data = calloc((size_t)n, sizeof *data);
+    void **data = calloc((size_t)n, sizeof *data);
     vnm_status rc = ps && es && shapes && data
                         ? VNM_OK
                         : vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "vit: %s: out of memory", path);
     for (int i = 0; rc == VNM_OK && i < n; i++) {
         ps[i] = vnm_vit_param_at(m, i);
-        data[i] = param_host(ctx, &ps[i], err, err_len);
-        if (!data[i]) rc = VNM_ERR_RUNTIME;
-        es[i] = (vnm_safetensors_entry){.name = ps[i].name, .dtype = VNM_DTYPE_F32,
-                                        .ndim = param_shape(&ps[i], shapes[i]),
+        int ndim = param_shape(&ps[i], shapes[i]);
+        float *host = param_host(ctx, &ps[i], err, err_len);
+        data[i] = host ? convert_host(host, shape_numel(ndim, shapes[i]), dtype) : NULL;
+        if (!data[i])
+            rc = host ? vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "vit: %s: out of memory", path)
+                      : VNM_ERR_RUNTIME;
+        es[i] = (vnm_safetensors_entry){.name = ps[i].name, .dtype = dtype, .ndim = ndim,
                                         .shape = shapes[i], .data = data[i]};
     }
     static const char *const meta[] = {"format", "pt"};

@@ -104,8 +104,12 @@ vnm_tensor *vnm_vit_forward(vnm_ctx *ctx, vnm_vit *m, vnm_tensor *images,
  * and key. Sparse linears cannot be loaded into (prune after loading). */
 vnm_status vnm_vit_load(vnm_ctx *ctx, vnm_vit *m, const char *path, const char *const *ignore,
                         int n_ignore, char *err, size_t err_len);
-/* Writes every parameter under its timm name and shape, sparse linears decompressed. */
+/* Writes every parameter under its timm name and shape, sparse linears decompressed (in the
+ * original row and column order: the function the sparse model computes), as f32. */
 vnm_status vnm_vit_save(vnm_ctx *ctx, const vnm_vit *m, const char *path, char *err,
                         size_t err_len);
+/* The same in dtype f32, bf16 or f16 (round to nearest even). */
+vnm_status vnm_vit_save_as(vnm_ctx *ctx, const vnm_vit *m, const char *path, vnm_dtype dtype,
+                           char *err, size_t err_len);
 
 #endif

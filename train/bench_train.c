@@ -1,0 +1,326 @@
+/* train/bench_train.c — `vnm bench train`: the whole ViT training step as `vnm train` runs it
+ * (forward, cross-entropy, zero-grad + backward, gradient clipping when the recipe clips, the
+ * optimiser step, step reset) on one fixed synthetic batch (normal(0, 1) images, uniform labels,
+ * fixed seed; no dataset), on the CPU or the CUDA context. The batch is made on the device once,
+ * so the step is timed without host-side data work. Models: a recipe's (quickstart =
+ * recipes/quickstart.yaml, read through train/recipe.h so the sizes cannot drift) or the timm DeiT
+ * presets. Reports ms/step and images/s of the best of `reps` windows of `steps` steps, after
+ * warm-up steps; each window ends by copying the loss to the host, which waits for all the
+ * window's work on the device (everything runs on the default stream). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "../optim/optim.h"
+#include "bench.h"
+#include "cli.h"
+#include "models/vit.h"
+#include "recipe.h"
+
+#ifndef VNM_SOURCE_ROOT
+#define VNM_SOURCE_ROOT "."
+#endif
+
+static const char usage[] =
+    "usage: vnm bench train [--model quickstart|deit_small|deit_tiny|RECIPE.yaml]\n"
+    "                       [--device cpu|cuda] [--batch N] [--threads N] [--reps N]\n"
+    "                       [--steps N] [--warmup N]\n"
+    "\n"
+    "Times the full ViT training step (forward, cross-entropy, backward, clipping if the recipe\n"
+    "clips, AdamW, step reset) on one fixed synthetic batch (seeded; no dataset needed).\n"
+    "  --model M     quickstart (default): recipes/quickstart.yaml's model, batch, optimiser;\n"
+    "                RECIPE.yaml: any ViT recipe the same way; deit_small, deit_tiny: the timm\n"
+    "                presets (224x224x3, 1000 classes), AdamW lr 5e-4, weight decay 0.05\n"
+    "  --device D    cpu (default) or cuda\n"
+    "  --batch N     images per step (default: the recipe's data.batch_size; deit: 64 on cuda,\n"
+    "                16 on cpu)\n"
+    "  --threads N   OpenMP/OpenBLAS threads (default: all cores)\n"
+    "  --reps N      timed windows; the best is reported, all are listed (default 3)\n"
+    "  --steps N     steps per window (default 10; deit on cpu: 2)\n"
+    "  --warmup N    untimed steps first (default 3; deit on cpu: 1)\n"
+    "\n"
+    "Prints JSON lines on stdout (ms per step, images/s; no baseline: tools/bench_vs_torch.sh\n"
+    "compares with PyTorch) and a table on stderr. Exit codes: 0 ok, 1 runtime failure, 2 bad\n"
+    "input or no CUDA device.\n";
+
+typedef struct {
+    const char *model;
+    vnm_device device;
+    int batch, threads, reps, steps, warmup; /* batch, steps, warmup: -1 = default */
+} train_opts;
+
+/* What one benchmark runs: the model, batch and optimiser. */
+typedef struct {
+    vnm_vit_config vit;
+    int64_t batch;
+    vnm_optim_config optim;
+    double clip; /* 0: no clipping */
+    uint64_t seed;
+} train_setup;
+
+/* recipes/quickstart.yaml from the working directory, else from the source tree this program
+ * was built from. */
+static const char *quickstart_path(char *buf, size_t len)
+{
+    static const char rel[] = "recipes/quickstart.yaml";
+    if (access(rel, R_OK) == 0) return rel;
+    snprintf(buf, len, "%s/%s", VNM_SOURCE_ROOT, rel);
+    return access(buf, R_OK) == 0 ? buf : NULL;
+}
+
+/* The model and optimiser of a recipe, mapped as trainer.c's setup_model and setup_schedule map
+ * them. */
+static int setup_from_recipe(const char *path, train_setup *s)
+{
+    vnm_recipe r;
+    char err[1024];
+    if (vnm_recipe_load(path, NULL, 0, &r, err, sizeof err)) {
+        fprintf(stderr, "vnm bench train: %s\n", err);
+        return 2;
+    }
+    int rc = 0;
+    static const char *const sizes[] = {"tiny", "small", "base", "tiny"};
+    if (r.model.arch != VNM_RECIPE_ARCH_VIT) {
+        fprintf(stderr, "vnm bench train: %s: model.arch: only vit is benchmarked\n", path);
+        rc = 2;
+    } else if (vnm_vit_config_preset(sizes[r.model.size], &s->vit, err, sizeof err)) {
+        fprintf(stderr, "vnm bench train: %s: model.size: %s\n", path, err);
+        rc = 2;
+    } else {
+        vnm_vit_config *c = &s->vit;
+        if (r.model.embed_dim > 0) c->embed_dim = r.model.embed_dim;
+        if (r.model.depth > 0) c->depth = r.model.depth;
+        if (r.model.heads > 0) c->num_heads = r.model.heads;
+        c->mlp_ratio = r.model.mlp_ratio;
+        c->patch = r.model.patch;
+        c->img_size = r.model.image_size;
+        c->in_chans = r.model.in_chans;
+        c->num_classes = r.model.num_classes;
+        c->drop_path_rate = (float)r.model.drop_path;
+        s->batch = r.data.batch_size;
+        s->optim = vnm_optim_config_default(r.optim.name == VNM_RECIPE_OPTIM_SGD ? VNM_OPTIM_SGD
+                                                                                 : VNM_OPTIM_ADAMW);
+        s->optim.lr = r.optim.lr;
+        s->optim.momentum = r.optim.momentum;
+        s->optim.nesterov = r.optim.nesterov;
+        s->optim.beta1 = r.optim.betas[0];
+        s->optim.beta2 = r.optim.betas[1];
+        s->optim.eps = r.optim.eps;
+        s->optim.weight_decay = r.optim.weight_decay;
+        s->clip = r.optim.clip_grad_norm;
+        s->seed = (uint64_t)r.run.seed;
+    }
+    vnm_recipe_free(&r);
+    return rc;
+}
+
+static int resolve_setup(const train_opts *o, train_setup *s)
+{
+    bool deit = !strcmp(o->model, "deit_small") || !strcmp(o->model, "deit_tiny");
+    if (deit) {
+        char err[256];
+        if (vnm_vit_config_preset(o->model + 5, &s->vit, err, sizeof err)) {
+            fprintf(stderr, "vnm bench train: %s\n", err);
+            return 2;
+        }
+        s->batch = o->device == VNM_DEVICE_CUDA ? 64 : 16;
+        s->optim = vnm_optim_config_default(VNM_OPTIM_ADAMW);
+        s->optim.lr = 5e-4;
+        s->optim.weight_decay = 0.05;
+        s->clip = 0;
+        s->seed = 0;
+    } else {
+        char buf[4096];
+        const char *path = o->model, *dot = strrchr(o->model, '.');
+        if (!strcmp(o->model, "quickstart")) {
+            if (!(path = quickstart_path(buf, sizeof buf))) {
+                fprintf(stderr, "vnm bench train: recipes/quickstart.yaml is neither in the "
+                                "working directory nor in %s; pass --model PATH/quickstart.yaml\n",
+                        VNM_SOURCE_ROOT);
+                return 2;
+            }
+        } else if (!dot || (strcmp(dot, ".yaml") && strcmp(dot, ".yml"))) {
+            fprintf(stderr, "vnm bench train: unknown model '%s' (expected quickstart, deit_small, "
+                            "deit_tiny or a recipe file *.yaml)\n", o->model);
+            return 2;
+        }
+        int rc = setup_from_recipe(path, s);
+        if (rc) return rc;
+    }
+    if (o->batch > 0) s->batch = o->batch;
+    return 0;
+}
+
+/* One training step; on the last step of a window *loss receives the loss (a device → host copy
+ * that waits for the step to finish). */
+static int train_step(vnm_ctx *ctx, vnm_vit *m, vnm_optim *opt, vnm_tensor *x, vnm_tensor *y,
+                      double clip, float *loss)
+{
+    vnm_tensor *logits = vnm_vit_forward(ctx, m, x, NULL); // [B, classes]
+    vnm_tensor *l = vnm_cross_entropy(ctx, logits, y, -100, 0.0f); // [1]
+    if (!l) return 1;
+    vnm_optim_zero_grad(opt);
+    if (vnm_backward(ctx, l)) return 1;
+    if (clip > 0 && !isfinite(vnm_optim_clip_grad_norm(opt, clip))) return 1;
+    if (vnm_optim_step(opt)) return 1;
+    if (loss) *loss = vnm_item(ctx, l);
+    vnm_ctx_reset_step(ctx);
+    return 0;
+}
+
+/* The synthetic batch, made on the context's device: images normal(0, 1) from the context RNG,
+ * labels uniform over the classes from a Philox stream of the seed, uploaded once. */
+static int make_batch(vnm_ctx *ctx, const train_setup *s, vnm_tensor **x, vnm_tensor **y)
+{
+    const vnm_vit_config *c = &s->vit;
+    int64_t B = s->batch;
+    *x = vnm_buffer_new(ctx, VNM_DTYPE_F32, 4, VNM_SHAPE(B, c->in_chans, c->img_size, c->img_size),
+                        "images"); // [B, C, H, W]
+    *y = vnm_buffer_new(ctx, VNM_DTYPE_I32, 1, VNM_SHAPE(B), "labels"); // [B]
+    int32_t *labels = malloc((size_t)B * sizeof *labels);
+    int rc = !*x || !*y || !labels || vnm_rng_normal(ctx, *x, 0.0f, 1.0f);
+    for (int64_t i = 0; !rc && i < B; i++) {
+        uint32_t bits[4];
+        vnm_philox4x32(s->seed, (uint64_t)i, 0x1abe1, bits);
+        labels[i] = (int32_t)(bits[0] % (uint32_t)c->num_classes);
+    }
+    if (!rc) rc = vnm_tensor_from_host(ctx, *y, labels) != VNM_OK;
+    free(labels);
+    return rc;
+}
+
+static int run(const train_opts *o)
+{
+    train_setup s;
+    int rc = resolve_setup(o, &s);
+    if (rc) return rc;
+    bool cuda = o->device == VNM_DEVICE_CUDA, deit_cpu = !cuda && !strncmp(o->model, "deit_", 5);
+    int steps = o->steps > 0 ? o->steps : deit_cpu ? 2 : 10;
+    int warmup = o->warmup >= 0 ? o->warmup : deit_cpu ? 1 : 3;
+    if (cuda) {
+        char reason[256];
+        if (!vnm_device_available(VNM_DEVICE_CUDA, reason, sizeof reason)) {
+            fprintf(stderr, "vnm bench train: %s%s\n",
+                    strstr(reason, "no CUDA device") ? "" : "no CUDA device: ", reason);
+            return 2;
+        }
+    }
+    vnm_ctx_config cc = {o->device, s.seed, o->threads};
+    vnm_ctx *ctx = vnm_ctx_create(&cc);
+    if (!ctx) return 1;
+    vnm_vit *m = vnm_vit_new(ctx, &s.vit);
+    vnm_optim *opt = NULL;
+    vnm_tensor *x = NULL, *y = NULL;
+    int np = m ? vnm_vit_param_count(m) : 0;
+    vnm_tensor **params = malloc((size_t)(np > 0 ? np : 1) * sizeof *params);
+    rc = !m || !params;
+    for (int i = 0; !rc && i < np; i++) params[i] = vnm_vit_param_at(m, i).tensor;
+    if (!rc) opt = vnm_optim_create(ctx, &s.optim);
+    rc = rc || !opt || vnm_optim_add_decay_groups(opt, params, np, NULL, 0) ||
+         make_batch(ctx, &s, &x, &y);
+    free(params);
+
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    const vnm_vit_config *c = &s.vit;
+    char where[32];
+    if (cuda) snprintf(where, sizeof where, "cuda");
+    else snprintf(where, sizeof where, "cpu %dt", threads);
+    /* the config line tools/bench_vs_torch.sh compares with tools/bench_torch_step.py's */
+    fprintf(stderr,
+            "vnm bench train: %s on %s, best of %d windows of %d steps after %d warm-up steps\n"
+            "config: img=%lld patch=%lld chans=%lld classes=%lld dim=%lld depth=%lld heads=%lld "
+            "mlp_ratio=%g qkv_bias=1 drop_path=%g batch=%lld optim=%s lr=%g wd=%g betas=%g,%g "
+            "eps=%g clip=%g\n",
+            o->model, where, o->reps, steps, warmup, (long long)c->img_size, (long long)c->patch,
+            (long long)c->in_chans, (long long)c->num_classes, (long long)c->embed_dim,
+            (long long)c->depth, (long long)c->num_heads, c->mlp_ratio,
+            (double)c->drop_path_rate, (long long)s.batch, vnm_optim_kind_name(s.optim.kind),
+            s.optim.lr, s.optim.weight_decay, s.optim.beta1, s.optim.beta2, s.optim.eps, s.clip);
+
+    double best = 1e30, *win = calloc((size_t)o->reps, sizeof *win);
+    float loss = NAN;
+    rc = rc || !win;
+    for (int i = 0; !rc && i < warmup; i++)
+        rc = train_step(ctx, m, opt, x, y, s.clip, i == warmup - 1 ? &loss : NULL);
+    for (int r = 0; !rc && r < o->reps; r++) {
+        double t0 = vnm_bench_now();
+        for (int i = 0; !rc && i < steps; i++)
+            rc = train_step(ctx, m, opt, x, y, s.clip, i == steps - 1 ? &loss : NULL);
+        win[r] = (vnm_bench_now() - t0) / steps;
+        if (win[r] < best) best = win[r];
+    }
+    if (!rc && !isfinite(loss)) {
+        vnm_ctx_fail(ctx, VNM_ERR_RUNTIME, "the loss is %g", (double)loss);
+        rc = 1;
+    }
+    if (rc) {
+        fprintf(stderr, "vnm bench train: %s\n",
+                vnm_ctx_error(ctx)[0] ? vnm_ctx_error(ctx) : "out of memory");
+    } else {
+        char name[128];
+        snprintf(name, sizeof name, "vit %s B=%lld %s step", o->model, (long long)s.batch, where);
+        vnm_bench_report("train", name, best * 1e3, "ms", NULL, 0);
+        snprintf(name, sizeof name, "vit %s B=%lld %s throughput", o->model, (long long)s.batch,
+                 where);
+        vnm_bench_report("train", name, (double)s.batch / best, "img/s", NULL, 0);
+        fprintf(stderr, "       windows (ms/step):");
+        for (int r = 0; r < o->reps; r++) fprintf(stderr, " %.2f", win[r] * 1e3);
+        fprintf(stderr, "; last loss %.4f; %lld params; memory %.1f MB (parameters, grads, "
+                        "moments) + %.1f MB (step arena peak)\n",
+                (double)loss, (long long)vnm_vit_numel(m),
+                (double)vnm_ctx_persistent_bytes(ctx) / 1e6, (double)vnm_ctx_step_bytes(ctx) / 1e6);
+    }
+    free(win);
+    vnm_optim_destroy(opt);
+    vnm_vit_free(m);
+    vnm_ctx_destroy(ctx);
+    return rc;
+}
+
+int vnm_cmd_bench_train(int argc, char **argv)
+{
+    train_opts o = {"quickstart", VNM_DEVICE_CPU, -1, 0, 3, -1, -1};
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int rc = 0;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(usage, stdout);
+            return 0;
+        } else if (!strcmp(a, "--model")) {
+            if (!v) return vnm_cli_missing("bench train", a);
+            o.model = v;
+        } else if (!strcmp(a, "--device")) {
+            if (!v) return vnm_cli_missing("bench train", a);
+            if (strcmp(v, "cpu") && strcmp(v, "cuda")) {
+                fprintf(stderr, "vnm bench train: --device needs cpu or cuda, got '%s'\n", v);
+                return 2;
+            }
+            o.device = strcmp(v, "cuda") ? VNM_DEVICE_CPU : VNM_DEVICE_CUDA;
+        } else if (!strcmp(a, "--batch")) {
+            rc = vnm_cli_int("bench train", a, v, 1, 1 << 20, &o.batch);
+        } else if (!strcmp(a, "--threads")) {
+            rc = vnm_cli_int("bench train", a, v, 1, 1024, &o.threads);
+        } else if (!strcmp(a, "--reps")) {
+            rc = vnm_cli_int("bench train", a, v, 1, 1024, &o.reps);
+        } else if (!strcmp(a, "--steps")) {
+            rc = vnm_cli_int("bench train", a, v, 1, 1 << 20, &o.steps);
+        } else if (!strcmp(a, "--warmup")) {
+            rc = vnm_cli_int("bench train", a, v, 0, 1 << 20, &o.warmup);
+        } else {
+            fprintf(stderr, "vnm bench train: unknown option '%s'\n%s", a, usage);
+            return 2;
+        }
+        if (rc) return rc;
+        i++; /* every option but --help takes a value */
+    }
+    return run(&o);
+}
