@@ -1,6 +1,9 @@
 /* train/bench_ops.c — `vnm bench ops`: the linear op, forward + backward (dX, dW, db) through the
- * tape at transformer shapes, against the raw OpenBLAS sgemm time of the same three products
- * measured in the same run. Times are the best of `reps` runs after one warm-up. */
+ * tape at transformer shapes, against the raw time of the same three products measured in the same
+ * run: OpenBLAS sgemm on the CPU, cuBLAS SGEMM on a CUDA device (train/bench_cublas.c). Times are
+ * the best of `reps` runs after one warm-up; on CUDA each run ends by copying one gradient element
+ * to the host, which waits for the run's kernels. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -59,7 +62,8 @@ static double time_linear_op(vnm_ctx *ctx, const linear_case *c, int reps)
         vnm_zero_grad(ctx, params, 3);
         double t0 = vnm_bench_now();
         vnm_tensor *y = vnm_linear(ctx, x, w, b);
-        if (!y || vnm_backward_seed(ctx, y, dy) != VNM_OK) return -1.0;
+        if (!y || vnm_backward_seed(ctx, y, dy) != VNM_OK || isnan(vnm_item(ctx, w->grad)))
+            return -1.0;
         double dt = vnm_bench_now() - t0;
         vnm_ctx_reset_step(ctx);
         if (r > 0 && dt < best) best = dt;
@@ -69,22 +73,31 @@ static double time_linear_op(vnm_ctx *ctx, const linear_case *c, int reps)
 
 int vnm_bench_ops(const vnm_bench_opts *opts)
 {
-    vnm_ctx_config cfg = {VNM_DEVICE_CPU, 1, opts->threads};
+    bool cuda = opts->device == VNM_DEVICE_CUDA;
+    char reason[256];
+    if (cuda && !vnm_device_available(VNM_DEVICE_CUDA, reason, sizeof reason)) {
+        fprintf(stderr, "vnm bench ops: %s\n", reason);
+        return 2;
+    }
+    vnm_ctx_config cfg = {opts->device, 1, opts->threads};
     vnm_ctx *ctx = vnm_ctx_create(&cfg);
     if (!ctx) return 1;
     int threads = 1;
 #ifdef _OPENMP
     threads = omp_get_max_threads();
 #endif
-    fprintf(stderr, "vnm bench ops: %d threads, best of %d\n", threads, opts->reps);
+    if (cuda) fprintf(stderr, "vnm bench ops: cuda, best of %d\n", opts->reps);
+    else fprintf(stderr, "vnm bench ops: %d threads, best of %d\n", threads, opts->reps);
     static const linear_case cases[] = {{4096, 768, 3072}, {4096, 3072, 768}};
     int rc = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const linear_case *c = &cases[i];
-        double raw = time_raw_sgemm(c, opts->reps);
+        double raw = cuda ? vnm_bench_raw_cublas(c->T, c->in, c->out, opts->reps)
+                          : time_raw_sgemm(c, opts->reps);
         double op = time_linear_op(ctx, c, opts->reps);
-        if (op < 0) {
-            fprintf(stderr, "vnm bench ops: %s\n", vnm_ctx_error(ctx));
+        if (op < 0 || raw < 0) {
+            fprintf(stderr, "vnm bench ops: %s\n",
+                    op < 0 ? vnm_ctx_error(ctx) : "the cuBLAS baseline failed");
             rc = 1;
             break;
         }
@@ -92,7 +105,8 @@ int vnm_bench_ops(const vnm_bench_opts *opts)
         char name[128];
         snprintf(name, sizeof name, "linear T=%lld %lld->%lld fwd+bwd", (long long)c->T,
                  (long long)c->in, (long long)c->out);
-        vnm_bench_report("ops", name, op * 1e3, "ms", "openblas sgemm x3", raw * 1e3);
+        vnm_bench_report("ops", name, op * 1e3, "ms", cuda ? "cublas sgemm x3" : "openblas sgemm x3",
+                         raw * 1e3);
         snprintf(name, sizeof name, "linear T=%lld %lld->%lld fwd+bwd rate", (long long)c->T,
                  (long long)c->in, (long long)c->out);
         fprintf(stderr, "       %-44s %10.1f GFLOP/s  raw sgemm %8.1f GFLOP/s\n", name,

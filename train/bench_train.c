@@ -30,7 +30,7 @@
 static const char usage[] =
     "usage: vnm bench train [--model quickstart|deit_small|deit_tiny|RECIPE.yaml]\n"
     "                       [--device cpu|cuda] [--batch N] [--threads N] [--reps N]\n"
-    "                       [--steps N] [--warmup N]\n"
+    "                       [--steps N] [--warmup N] [--profile]\n"
     "\n"
     "Times the full ViT training step (forward, cross-entropy, backward, clipping if the recipe\n"
     "clips, AdamW, step reset) on one fixed synthetic batch (seeded; no dataset needed).\n"
@@ -44,6 +44,8 @@ static const char usage[] =
     "  --reps N      timed windows; the best is reported, all are listed (default 3)\n"
     "  --steps N     steps per window (default 10; deit on cpu: 2)\n"
     "  --warmup N    untimed steps first (default 3; deit on cpu: 1)\n"
+    "  --profile     then one more window with every op timed (device synchronised after\n"
+    "                each op), printed as a table on stderr, largest first\n"
     "\n"
     "Prints JSON lines on stdout (ms per step, images/s; no baseline: tools/bench_vs_torch.sh\n"
     "compares with PyTorch) and a table on stderr. Exit codes: 0 ok, 1 runtime failure, 2 bad\n"
@@ -53,6 +55,7 @@ typedef struct {
     const char *model;
     vnm_device device;
     int batch, threads, reps, steps, warmup; /* batch, steps, warmup: -1 = default */
+    bool profile;
 } train_opts;
 
 /* What one benchmark runs: the model, batch and optimiser. */
@@ -167,8 +170,11 @@ static int train_step(vnm_ctx *ctx, vnm_vit *m, vnm_optim *opt, vnm_tensor *x, v
     if (!l) return 1;
     vnm_optim_zero_grad(opt);
     if (vnm_backward(ctx, l)) return 1;
+    vnm_profile_mark(ctx, "(backward tail)");
     if (clip > 0 && !isfinite(vnm_optim_clip_grad_norm(opt, clip))) return 1;
+    vnm_profile_mark(ctx, "(clip_grad_norm)");
     if (vnm_optim_step(opt)) return 1;
+    vnm_profile_mark(ctx, "(optimiser step)");
     if (loss) *loss = vnm_item(ctx, l);
     vnm_ctx_reset_step(ctx);
     return 0;
@@ -258,6 +264,14 @@ static int run(const train_opts *o)
         win[r] = (vnm_bench_now() - t0) / steps;
         if (win[r] < best) best = win[r];
     }
+    if (!rc && o->profile) { /* one more window, each op synchronised and timed */
+        rc = vnm_ctx_set_profile(ctx, true) != VNM_OK;
+        for (int i = 0; !rc && i < steps; i++) rc = train_step(ctx, m, opt, x, y, s.clip, NULL);
+        if (!rc) {
+            fprintf(stderr, "profile of %d steps (device synchronised after every op):\n", steps);
+            vnm_profile_print(ctx, stderr);
+        }
+    }
     if (!rc && !isfinite(loss)) {
         vnm_ctx_fail(ctx, VNM_ERR_RUNTIME, "the loss is %g", (double)loss);
         rc = 1;
@@ -288,23 +302,21 @@ static int run(const train_opts *o)
 
 int vnm_cmd_bench_train(int argc, char **argv)
 {
-    train_opts o = {"quickstart", VNM_DEVICE_CPU, -1, 0, 3, -1, -1};
+    train_opts o = {"quickstart", VNM_DEVICE_CPU, -1, 0, 3, -1, -1, false};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             fputs(usage, stdout);
             return 0;
+        } else if (!strcmp(a, "--profile")) {
+            o.profile = true;
+            continue;
         } else if (!strcmp(a, "--model")) {
             if (!v) return vnm_cli_missing("bench train", a);
             o.model = v;
         } else if (!strcmp(a, "--device")) {
-            if (!v) return vnm_cli_missing("bench train", a);
-            if (strcmp(v, "cpu") && strcmp(v, "cuda")) {
-                fprintf(stderr, "vnm bench train: --device needs cpu or cuda, got '%s'\n", v);
-                return 2;
-            }
-            o.device = strcmp(v, "cuda") ? VNM_DEVICE_CPU : VNM_DEVICE_CUDA;
+            rc = vnm_cli_device("bench train", a, v, &o.device);
         } else if (!strcmp(a, "--batch")) {
             rc = vnm_cli_int("bench train", a, v, 1, 1 << 20, &o.batch);
         } else if (!strcmp(a, "--threads")) {
@@ -320,7 +332,7 @@ int vnm_cmd_bench_train(int argc, char **argv)
             return 2;
         }
         if (rc) return rc;
-        i++; /* every option but --help takes a value */
+        i++; /* every other option takes a value */
     }
     return run(&o);
 }

@@ -1,6 +1,7 @@
 /* train/cli.c — see cli.h. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 
@@ -36,5 +37,16 @@ int vnm_cli_double(const char *cmd, const char *flag, const char *value, double 
         return 2;
     }
     *out = v;
+    return 0;
+}
+
+int vnm_cli_device(const char *cmd, const char *flag, const char *value, vnm_device *out)
+{
+    if (!value) return vnm_cli_missing(cmd, flag);
+    if (strcmp(value, "cpu") && strcmp(value, "cuda")) {
+        fprintf(stderr, "vnm %s: %s needs cpu or cuda, got '%s'\n", cmd, flag, value);
+        return 2;
+    }
+    *out = strcmp(value, "cuda") ? VNM_DEVICE_CPU : VNM_DEVICE_CUDA;
     return 0;
 }

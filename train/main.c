@@ -23,7 +23,8 @@ static const char usage[] =
     "  eval RUN_DIR|CKPT [key=value ...]    test-split loss, top-1 and img/s of a checkpoint\n"
     "  export RUN_DIR|CKPT --out PATH.safetensors [--dtype f32|bf16|f16]\n"
     "                                       the model as timm safetensors (sparse decompressed)\n"
-    "  bench ops [--threads N] [--reps N]   linear forward+backward vs raw OpenBLAS sgemm\n"
+    "  bench ops [--device D] [--threads N] [--reps N]\n"
+    "                                       linear forward+backward vs raw sgemm (OpenBLAS/cuBLAS)\n"
     "  bench spmm [--threads N] [--reps N]  V:N:M sparse products and op vs dense\n"
     "  bench train [--model M] [--device D] the full ViT training step: img/s, ms/step\n"
     "  select --shapes OxI[,OxI...] [--speedup S]\n"
@@ -37,10 +38,11 @@ static const char usage[] =
     "exit codes: 0 ok, 1 runtime failure, 2 bad input\n";
 
 static const char bench_usage[] =
-    "usage: vnm bench ops|spmm [--threads N] [--reps N]\n"
+    "usage: vnm bench ops|spmm [--device cpu|cuda] [--threads N] [--reps N]\n"
     "       vnm bench train [options]   (see vnm bench train --help)\n"
     "\n"
-    "  ops    linear forward+backward through the tape vs raw OpenBLAS sgemm\n"
+    "  ops    linear forward+backward through the tape vs raw sgemm (OpenBLAS on cpu, cuBLAS on\n"
+    "         cuda)\n"
     "  spmm   CPU forward, dX, dW of compressed V:N:M weights vs the dense OpenBLAS sgemm of\n"
     "         each product; the sparse-linear op's forward+backward vs the dense linear op's;\n"
     "         weights+grads+AdamW bytes vs dense\n"
@@ -49,6 +51,8 @@ static const char bench_usage[] =
     "Prints one JSON object per measurement on stdout (bench, case, value, unit, baseline,\n"
     "baseline_value, ratio; ratio > 1 means faster than the baseline measured in the same run)\n"
     "and a table on stderr.\n"
+    "  --device D    cpu (default) or cuda (ops only)\n"
+    "  --device D    cpu (default) or cuda (ops only)\n"
     "  --threads N   OpenMP/OpenBLAS threads (default: all cores)\n"
     "  --reps N      timed repetitions after one warm-up; the best is reported (default 3)\n";
 
@@ -59,12 +63,15 @@ static int cmd_bench(int argc, char **argv)
         return argc < 1 ? 2 : 0;
     }
     if (!strcmp(argv[0], "train")) return vnm_cmd_bench_train(argc - 1, argv + 1);
-    vnm_bench_opts opts = {0, 3};
+    vnm_bench_opts opts = {0, 3, VNM_DEVICE_CPU};
     for (int i = 1; i < argc; i++) {
         int rc = 0;
         if (!strcmp(argv[i], "--threads"))
             rc = vnm_cli_int("bench", "--threads", i + 1 < argc ? argv[++i] : NULL, 1, 1024,
                              &opts.threads);
+        else if (!strcmp(argv[i], "--device"))
+            rc = vnm_cli_device("bench", "--device", i + 1 < argc ? argv[++i] : NULL,
+                                &opts.device);
         else if (!strcmp(argv[i], "--reps"))
             rc = vnm_cli_int("bench", "--reps", i + 1 < argc ? argv[++i] : NULL, 1, 1024,
                              &opts.reps);
@@ -78,7 +85,13 @@ static int cmd_bench(int argc, char **argv)
         if (rc) return rc;
     }
     if (!strcmp(argv[0], "ops")) return vnm_bench_ops(&opts);
-    if (!strcmp(argv[0], "spmm")) return vnm_bench_spmm(&opts);
+    if (!strcmp(argv[0], "spmm")) {
+        if (opts.device == VNM_DEVICE_CUDA) {
+            fprintf(stderr, "vnm bench spmm: the V:N:M kernels exist for the cpu only\n");
+            return 2;
+        }
+        return vnm_bench_spmm(&opts);
+    }
     fprintf(stderr, "vnm bench: unknown suite '%s' (available: ops, spmm, train)\n", argv[0]);
     return 2;
 }
