@@ -200,7 +200,12 @@ vnm_srste *vnm_srste_new(vnm_ctx *ctx, vnm_tensor *w, vnm_pattern p, vnm_selecto
 void vnm_srste_free(vnm_srste *s);
 vnm_tensor *vnm_srste_linear(vnm_ctx *ctx, vnm_srste *s, vnm_tensor *x, vnm_tensor *b,
                              int64_t step);
-const uint8_t *vnm_srste_mask(const vnm_srste *s); /* current mask [O][I] */
+const uint8_t *vnm_srste_mask(const vnm_srste *s); /* current mask [O][I], NULL before one */
+int64_t vnm_srste_mask_step(const vnm_srste *s);   /* step the mask was chosen at, -1 before */
+/* Restores a mask chosen at mask_step (e.g. from a checkpoint): the next update comes at
+ * mask_step + every. The mask must pass vnm_mask_validate. */
+vnm_status vnm_srste_set_mask(vnm_srste *s, const uint8_t *mask, int64_t mask_step, char *err,
+                              size_t err_len);
 const vnm_sparse_host *vnm_srste_layout(const vnm_srste *s); /* W under the current mask */
 vnm_sparse_weight *vnm_srste_freeze(vnm_ctx *ctx, vnm_srste *s, const char *name);
 

@@ -4,6 +4,7 @@
  * reaches every weight (straight-through, with decay on the pruned ones). Freezing compresses W
  * under the current mask into a mask-fixed weight that computes the same function. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -71,6 +72,21 @@ void vnm_srste_free(vnm_srste *s)
 
 const uint8_t *vnm_srste_mask(const vnm_srste *s) { return s->mask_step < 0 ? NULL : s->mask; }
 const vnm_sparse_host *vnm_srste_layout(const vnm_srste *s) { return &s->comp; }
+int64_t vnm_srste_mask_step(const vnm_srste *s) { return s->mask_step; }
+
+vnm_status vnm_srste_set_mask(vnm_srste *s, const uint8_t *mask, int64_t mask_step, char *err,
+                              size_t err_len)
+{
+    if (mask_step < 0)
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "srste: mask step %lld is negative",
+                          (long long)mask_step);
+    vnm_status rc = vnm_mask_validate(s->pat, mask, s->O, s->I, err, err_len);
+    if (rc != VNM_OK) return rc;
+    memcpy(s->mask, mask, (size_t)(s->O * s->I));
+    s->mask_step = mask_step;
+    s->comp_step = -1;
+    return VNM_OK;
+}
 
 static vnm_status compress(vnm_ctx *ctx, vnm_srste *s)
 {

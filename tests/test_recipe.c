@@ -76,6 +76,7 @@ static void test_bad_recipe(void **state)
     X("quoted_number.yaml") \
     X("section_not_mapping.yaml") \
     X("size_conflict.yaml") \
+    X("srste_after_prune.yaml") \
     X("stage_missing_kind.yaml") \
     X("stage_not_mapping.yaml") \
     X("stage_order.yaml") \

@@ -35,6 +35,22 @@ static const char mini_recipe[] =
     "checkpoint: {every: 4, keep_last: 10}\n"
     "log: {every: 1}\n";
 
+/* dense 4 → sparse_srste 6 (masks every 3 steps) → sparse_fixed 2, a checkpoint every 4 steps */
+static const char srste_recipe[] =
+    "run: {name: srste, seed: 3, threads: 2}\n"
+    "model: {size: custom, embed_dim: 16, depth: 1, heads: 2, patch: 7}\n"
+    "data: {path: " VNM_FASHION_MNIST_DIR ", batch_size: 16, val_batch_size: 1000, workers: 1}\n"
+    "sparsity: {pattern: '16:2:4', targets: ['blocks.*.mlp.fc*.weight', "
+    "'blocks.*.attn.proj.weight']}\n"
+    "optim: {name: adamw, lr: 0.01}\n"
+    "schedule: {name: cosine, warmup_steps: 1, per_stage: true}\n"
+    "stages:\n"
+    "  - {name: dense, kind: dense, steps: 4}\n"
+    "  - {name: dyn, kind: sparse_srste, steps: 6, srste: {every: 3, lambda_w: 0.01}}\n"
+    "  - {name: sparse, kind: sparse_fixed, steps: 2}\n"
+    "checkpoint: {every: 4, keep_last: 10}\n"
+    "log: {every: 1}\n";
+
 static bool have_data(void)
 {
     struct stat sb;
@@ -315,6 +331,48 @@ static void test_resume_bit_exact(void **state)
     free(recipe);
 }
 
+/* SR-STE: a resume in the middle of the dynamic stage (step 8: the masks come from the checkpoint,
+ * they were chosen from an earlier W) and after its freeze (step 10) matches the uninterrupted
+ * run; the checkpoint inside the stage holds the masks, the one after it sparse weights. */
+static void test_srste_stage(void **state)
+{
+    REQUIRE_DATA();
+    const char *dir = *state;
+    char *recipe = write_file(dir, "srste.yaml", srste_recipe);
+    char *full = path_in(dir, "full"), ov[4200];
+    snprintf(ov, sizeof ov, "run.output_dir=%s", full);
+    const char *ovs[] = {ov};
+    assert_int_equal(run_cmd(false, recipe, ovs, 1), 0);
+    char err[1024];
+    char *mid = path_in(full, "ckpt/step_00000008.h5"), *end = path_in(full, "ckpt/step_00000012.h5");
+    vnm_ckpt_reader *r = vnm_ckpt_open(mid, err, sizeof err);
+    assert_non_null(r);
+    int64_t mask_step = -1;
+    assert_int_equal(vnm_ckpt_read(r, "/model/blocks.0.mlp.fc1.weight.srste_mask_step",
+                                   VNM_CKPT_I64, 1, VNM_SHAPE(1), &mask_step, err, sizeof err),
+                     VNM_OK);
+    assert_int_equal(mask_step, 7); /* chosen at steps 4 and 7: at 8 it is not recomputable */
+    vnm_ckpt_close(r);
+    r = vnm_ckpt_open(end, err, sizeof err);
+    assert_non_null(r);
+    vnm_ckpt_dtype dt;
+    int nd;
+    int64_t shape[VNM_CKPT_MAX_DIMS];
+    assert_int_equal(vnm_ckpt_shape(r, "/sparse/blocks.0.mlp.fc1.weight/vals", &dt, &nd, shape,
+                                    err, sizeof err),
+                     VNM_OK);
+    assert_int_not_equal(vnm_ckpt_shape(r, "/model/blocks.0.mlp.fc1.weight.srste_mask", &dt, &nd,
+                                        shape, NULL, 0),
+                         VNM_OK);
+    vnm_ckpt_close(r);
+    check_resume(dir, full, 8, "from8");
+    check_resume(dir, full, 10, "from10");
+    free(mid);
+    free(end);
+    free(full);
+    free(recipe);
+}
+
 /* RIA scores with calibration batches: the prune runs and the checkpoint records the score. */
 static void test_ria_prune(void **state)
 {
@@ -351,13 +409,13 @@ static void test_bad_input(void **state)
     char *missing = path_in(dir, "missing.yaml");
     assert_int_equal(run_cmd(false, missing, NULL, 0), 2);
     assert_int_equal(run_cmd(true, missing, NULL, 0), 2);
-    char *srste = write_file(dir, "srste.yaml",
-                             "run: {name: s}\nsparsity: {pattern: '16:2:4'}\n"
-                             "stages: [{name: a, kind: sparse_srste, steps: 2}]\n");
+    char *lora = write_file(dir, "lora.yaml",
+                            "run: {name: s}\nlora: {rank: 4}\n"
+                            "stages: [{name: a, kind: lora_dense, steps: 2}]\n");
     char ov[4200];
-    snprintf(ov, sizeof ov, "run.output_dir=%s/srste", dir);
+    snprintf(ov, sizeof ov, "run.output_dir=%s/lora", dir);
     const char *ovs[] = {ov};
-    assert_int_equal(run_cmd(false, srste, ovs, 1), 2);
+    assert_int_equal(run_cmd(false, lora, ovs, 1), 2);
     char *wd = write_file(dir, "wd.yaml",
                           "run: {name: w}\nstages: [{name: a, kind: dense, steps: 2, "
                           "optim: {weight_decay: 0}}]\n");
@@ -370,7 +428,7 @@ static void test_bad_input(void **state)
     assert_int_equal(run_cmd(false, cuda, ovs, 1), 2);
     free(cuda);
     free(wd);
-    free(srste);
+    free(lora);
     free(missing);
     free(bad);
 }
@@ -491,6 +549,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sigint_checkpoints, tu_setup_tmpdir,
                                         tu_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_train_run_dir, tu_setup_tmpdir, tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_srste_stage, tu_setup_tmpdir, tu_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_resume_bit_exact, tu_setup_tmpdir,
                                         tu_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_ria_prune, tu_setup_tmpdir, tu_teardown_tmpdir),

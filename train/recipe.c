@@ -992,8 +992,7 @@ static vnm_status resolve_model(loader *ld, vnm_recipe *r)
 
 static bool kind_is_sparse_trained(vnm_recipe_stage_kind k)
 {
-    return k == VNM_RECIPE_STAGE_SPARSE_FIXED || k == VNM_RECIPE_STAGE_SPARSE_SRSTE ||
-           k == VNM_RECIPE_STAGE_LORA_SPARSE_FIXED;
+    return k == VNM_RECIPE_STAGE_SPARSE_FIXED || k == VNM_RECIPE_STAGE_LORA_SPARSE_FIXED;
 }
 
 static vnm_status check_stages(loader *ld, const vnm_recipe *r)
@@ -1033,7 +1032,15 @@ static vnm_status check_stages(loader *ld, const vnm_recipe *r)
             return fail_at(ld, kpath, "stage '%s' (%s) comes before any prune stage and "
                            "model.weights is not given, so there are no sparse weights to train",
                            st->name, kind);
-        if (st->kind == VNM_RECIPE_STAGE_PRUNE) pruned = true;
+        /* SR-STE chooses its masks from the dense weights and freezes them at its end: it
+         * takes the place of a one-shot prune (dense → sparse_srste → sparse_fixed) */
+        if (st->kind == VNM_RECIPE_STAGE_SPARSE_SRSTE && pruned)
+            return fail_at(ld, kpath, "stage '%s' (sparse_srste) needs dense weights, but they "
+                           "are already sparse (an earlier prune or sparse_srste stage, or "
+                           "model.weights); SR-STE replaces the one-shot prune: dense → "
+                           "sparse_srste → sparse_fixed", st->name);
+        if (st->kind == VNM_RECIPE_STAGE_PRUNE || st->kind == VNM_RECIPE_STAGE_SPARSE_SRSTE)
+            pruned = true;
     }
     if (fraction_sum > 1 + 1e-9)
         return fail_at(ld, "stages", "stage fractions sum to %g, more than 1", fraction_sum);

@@ -48,6 +48,7 @@ struct vnm_trainer {
     int64_t total_steps;
     vnm_progress prog;
     int32_t **perm_in; /* [n_linears] input permutation of a pruned layer, or NULL */
+    struct srste_buffers *srste; /* [n_linears] checkpoint images of SR-STE masks */
     FILE *log, *metrics;
     char metrics_path[PATH_LEN];
     double t0, window_s; /* window_s: training-step seconds since the last progress line */
@@ -63,6 +64,14 @@ struct vnm_trainer {
     char err[ERR_LEN];
 };
 typedef struct vnm_trainer trainer;
+
+/* An SR-STE mask was chosen from an earlier W, so it cannot be recomputed on resume: each SR-STE
+ * linear's mask and the step it was chosen at travel in the checkpoint as two model tensors,
+ * "<layer>.weight.srste_mask" (u8 [O, I]) and "<layer>.weight.srste_mask_step" (i64 [1]). */
+struct srste_buffers {
+    char mask_name[VNM_VIT_NAME_MAX + 32], step_name[VNM_VIT_NAME_MAX + 32];
+    vnm_tensor *mask, *step;
+};
 
 static volatile sig_atomic_t stop_requested;
 
@@ -142,9 +151,9 @@ static int check_supported(trainer *t)
     for (int64_t i = 0; i < r->n_stages; i++) {
         vnm_recipe_stage_kind k = r->stages[i].kind;
         if (k != VNM_RECIPE_STAGE_DENSE && k != VNM_RECIPE_STAGE_PRUNE &&
-            k != VNM_RECIPE_STAGE_SPARSE_FIXED)
+            k != VNM_RECIPE_STAGE_SPARSE_FIXED && k != VNM_RECIPE_STAGE_SPARSE_SRSTE)
             return fail(t, 2, "stages[%lld] '%s': kind %s is not implemented yet (dense, prune, "
-                              "sparse_fixed are)", (long long)i, r->stages[i].name,
+                              "sparse_fixed, sparse_srste are)", (long long)i, r->stages[i].name,
                         stage_kind_name(k));
         if (r->run.device == VNM_RECIPE_DEVICE_CUDA && k != VNM_RECIPE_STAGE_DENSE)
             return fail(t, 2, "stages[%lld] '%s': kind %s needs run.device: cpu (the V:N:M "
@@ -224,7 +233,8 @@ static int setup_model(trainer *t)
         vnm_vit_load(t->ctx, t->m, r->model.weights, NULL, 0, t->err, sizeof t->err))
         return fail(t, 2, "model.weights: %s", t->err);
     t->perm_in = calloc((size_t)t->m->n_linears, sizeof *t->perm_in);
-    if (!t->perm_in) return fail(t, 1, "out of memory");
+    t->srste = calloc((size_t)t->m->n_linears, sizeof *t->srste);
+    if (!t->perm_in || !t->srste) return fail(t, 1, "out of memory");
     return 0;
 }
 
@@ -441,6 +451,7 @@ static void teardown(trainer *t)
     if (t->m)
         for (int i = 0; i < t->m->n_linears; i++) free(t->perm_in[i]);
     free(t->perm_in);
+    free(t->srste);
     vnm_optim_destroy(t->opt);
     vnm_vit_free(t->m);
     vnm_loader_free(t->train_ld);
@@ -612,11 +623,106 @@ static int prune_all(trainer *t, bool placeholder)
     return t->read_only ? 0 : build_optim(t);
 }
 
+/* ---- SR-STE stages: dynamic masks from the dense weights, frozen at the stage's end ---- */
+
+/* Gives every target linear (still dense) SR-STE masks; linears that have them already keep
+ * theirs (a resumed stage). */
+static int srste_begin(trainer *t, const vnm_recipe_stage *s)
+{
+    const vnm_recipe *r = &t->r;
+    int added = 0, n = 0;
+    for (int li = 0; li < t->m->n_linears; li++) {
+        vnm_vit_linear *l = t->m->linears[li];
+        struct srste_buffers *b = &t->srste[li];
+        char name[VNM_VIT_NAME_MAX + 8];
+        snprintf(name, sizeof name, "%s.weight", l->name);
+        if (l->sparse || !matches_target(r, name)) continue;
+        n++;
+        if (l->srste) continue;
+        vnm_srste *sr = vnm_srste_new(t->ctx, l->weight, r->sparsity.pattern, r->sparsity.selector,
+                                      s->srste.every, (float)s->srste.lambda_w);
+        if (!sr) return fail(t, 2, "stage '%s': %s: %s", s->name, name, vnm_ctx_error(t->ctx));
+        vnm_vit_linear_set_srste(l, sr);
+        snprintf(b->mask_name, sizeof b->mask_name, "%s.srste_mask", name);
+        snprintf(b->step_name, sizeof b->step_name, "%s.srste_mask_step", name);
+        if (!b->mask) {
+            b->mask = vnm_buffer_new(t->ctx, VNM_DTYPE_U8, 2, VNM_SHAPE(l->out, l->in),
+                                     b->mask_name);
+            b->step = vnm_buffer_new(t->ctx, VNM_DTYPE_I64, 1, VNM_SHAPE(1), b->step_name);
+            if (!b->mask || !b->step) return fail(t, 1, "%s", vnm_ctx_error(t->ctx));
+        }
+        added++;
+    }
+    if (n == 0) return fail(t, 2, "sparsity.targets: no dense linear weight matches");
+    if (added > 0) {
+        char pat[32];
+        vnm_pattern_str(r->sparsity.pattern, pat, sizeof pat);
+        say(t, "sparse_srste: %d linears to %s, masks from |W| every %lld steps, lambda_w %g\n",
+            added, pat, (long long)s->srste.every, s->srste.lambda_w);
+    }
+    return 0;
+}
+
+/* Copies the SR-STE masks into their checkpoint tensors (to_checkpoint) or back. */
+static int srste_sync(trainer *t, bool to_checkpoint)
+{
+    for (int li = 0; li < t->m->n_linears; li++) {
+        vnm_srste *sr = t->m->linears[li]->srste;
+        struct srste_buffers *b = &t->srste[li];
+        if (!sr) continue;
+        int64_t step = vnm_srste_mask_step(sr);
+        if (to_checkpoint) {
+            const uint8_t *mask = vnm_srste_mask(sr);
+            if ((mask && vnm_tensor_from_host(t->ctx, b->mask, mask)) ||
+                vnm_tensor_from_host(t->ctx, b->step, &step))
+                return fail(t, 1, "%s", vnm_ctx_error(t->ctx));
+            continue;
+        }
+        if (vnm_tensor_to_host(t->ctx, b->step, &step))
+            return fail(t, 1, "%s", vnm_ctx_error(t->ctx));
+        if (step < 0) continue; /* saved before its first mask */
+        uint8_t *mask = malloc((size_t)vnm_numel(b->mask));
+        int rc = !mask ? fail(t, 1, "out of memory") : 0;
+        if (!rc && vnm_tensor_to_host(t->ctx, b->mask, mask))
+            rc = fail(t, 1, "%s", vnm_ctx_error(t->ctx));
+        if (!rc && vnm_srste_set_mask(sr, mask, step, t->err, sizeof t->err))
+            rc = fail(t, 2, "%s: %s: %s", t->cmd, b->mask_name, t->err);
+        free(mask);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* End of an SR-STE stage: every SR-STE linear becomes a mask-fixed sparse weight under its last
+ * mask (the same function), and the optimiser starts over on the compressed values, as after a
+ * one-shot prune. */
+static int srste_freeze_all(trainer *t)
+{
+    int n = 0;
+    for (int li = 0; li < t->m->n_linears; li++) {
+        vnm_vit_linear *l = t->m->linears[li];
+        if (!l->srste) continue;
+        char name[VNM_VIT_NAME_MAX + 8];
+        snprintf(name, sizeof name, "%s.weight", l->name);
+        vnm_sparse_weight *sw = vnm_srste_freeze(t->ctx, l->srste, name);
+        if (!sw) return fail(t, 1, "freeze %s: %s", name, vnm_ctx_error(t->ctx));
+        if (vnm_vit_linear_set_sparse(l, sw, t->err, sizeof t->err)) {
+            vnm_sparse_weight_free(sw);
+            return fail(t, 1, "freeze %s: %s", name, t->err);
+        }
+        vnm_vit_linear_set_srste(l, NULL);
+        n++;
+    }
+    say(t, "sparse_srste: %d masks frozen; training continues mask-fixed\n", n);
+    return t->read_only ? 0 : build_optim(t);
+}
+
 /* ---- evaluation, logging, checkpoints ---- */
 
 static int evaluate(trainer *t, const char *stage)
 {
     double start = now_s();
+    vnm_vit_set_step(t->m, t->prog.step);
     bool grad = vnm_ctx_set_grad_enabled(t->ctx, false);
     vnm_ctx_set_training(t->ctx, false);
     vnm_loader_set_pos(t->test_ld, (vnm_sampler_pos){0, 0}, NULL, 0);
@@ -689,15 +795,28 @@ static void fill_state(trainer *t, vnm_run_state *st, vnm_state_tensor *dense,
             dense[nd++] = (vnm_state_tensor){t->m->params[i].name, p.tensor};
         }
     }
+    for (int li = 0; li < t->m->n_linears; li++)
+        if (t->m->linears[li]->srste) {
+            dense[nd++] = (vnm_state_tensor){t->srste[li].mask_name, t->srste[li].mask};
+            dense[nd++] = (vnm_state_tensor){t->srste[li].step_name, t->srste[li].step};
+        }
     *st = (vnm_run_state){t->ctx, dense, nd, sparse, ns, t->opt, &t->ocfg,
                           t->train_ld ? vnm_loader_get_pos(t->train_ld) : (vnm_sampler_pos){0, 0},
                           (uint64_t)t->r.run.seed, t->prog, t->recipe_text};
     st->progress.epoch = st->data_pos.epoch;
 }
 
+/* Entries fill_state may write: every parameter, and two per SR-STE linear. */
+static int state_capacity(const trainer *t)
+{
+    return vnm_vit_param_count(t->m) + 2 * t->m->n_linears;
+}
+
 static int save_checkpoint(trainer *t, char *path, size_t path_len)
 {
-    int n = vnm_vit_param_count(t->m);
+    int rc = srste_sync(t, true);
+    if (rc) return rc;
+    int n = state_capacity(t);
     vnm_state_tensor *dense = malloc((size_t)n * sizeof *dense);
     vnm_state_sparse *sparse = malloc((size_t)n * sizeof *sparse);
     if (!dense || !sparse) {
@@ -707,11 +826,11 @@ static int save_checkpoint(trainer *t, char *path, size_t path_len)
     }
     vnm_run_state st;
     fill_state(t, &st, dense, sparse);
-    vnm_status rc = vnm_state_save(t->dir, (int)t->r.checkpoint.keep_last, &st, path, path_len,
-                                   t->err, sizeof t->err);
+    vnm_status st_rc = vnm_state_save(t->dir, (int)t->r.checkpoint.keep_last, &st, path,
+                                      path_len, t->err, sizeof t->err);
     free(dense);
     free(sparse);
-    if (rc) return fail(t, 1, "checkpoint: %s", t->err);
+    if (st_rc) return fail(t, 1, "checkpoint: %s", t->err);
     say(t, "checkpoint %s\n", path);
     return 0;
 }
@@ -756,6 +875,7 @@ static int train_step(trainer *t, const vnm_recipe_stage *s, double *lr_out)
                                     VNM_SHAPE(batch.size, ds->channels, ds->height, ds->width),
                                     batch.images);                                  // [B, C, H, W]
     vnm_tensor *y = vnm_tensor_from(ctx, VNM_DTYPE_I32, 1, VNM_SHAPE(batch.size), batch.labels);
+    vnm_vit_set_step(t->m, t->prog.step);
     vnm_tensor *logits = vnm_vit_forward(ctx, t->m, x, NULL); // [B, classes]
     vnm_tensor *loss =
         vnm_cross_entropy(ctx, logits, y, -100, (float)t->r.loss.label_smoothing);
@@ -809,6 +929,7 @@ static int run_stages(trainer *t)
                 s->name);
             if ((rc = prune_all(t, false))) return rc;
         } else {
+            if (s->kind == VNM_RECIPE_STAGE_SPARSE_SRSTE && (rc = srste_begin(t, s))) return rc;
             say(t, "stage %lld/%lld '%s' (%s): %lld steps\n", (long long)si + 1,
                 (long long)r->n_stages, s->name, stage_kind_name(s->kind),
                 (long long)t->stage_steps[si]);
@@ -834,6 +955,7 @@ static int run_stages(trainer *t)
             }
         }
         if ((rc = evaluate(t, s->name))) return rc;
+        if (s->kind == VNM_RECIPE_STAGE_SPARSE_SRSTE && (rc = srste_freeze_all(t))) return rc;
         /* the end-of-stage checkpoint resumes at the start of the next stage */
         t->prog.stage_index = si + 1;
         t->prog.stage_step = 0;
@@ -942,12 +1064,13 @@ static char **follow_output_dir(char **overrides, int *n)
 static int resume_from(trainer *t, const char *path, char **overrides, int n)
 {
     char *stored = NULL, *file = t->ckpt;
-    int64_t stage_index = 0;
+    int64_t stage_index = 0, stage_step = 0;
     vnm_ckpt_reader *rd = vnm_ckpt_open(path, t->err, sizeof t->err);
     if (!rd) return fail(t, 2, "%s: %s", t->cmd, t->err);
     snprintf(file, sizeof t->ckpt, "%s", vnm_ckpt_file(rd));
     if (vnm_ckpt_get_str(rd, "/", "recipe", &stored, t->err, sizeof t->err) ||
-        vnm_ckpt_get_i64(rd, "/", "stage_index", &stage_index, t->err, sizeof t->err)) {
+        vnm_ckpt_get_i64(rd, "/", "stage_index", &stage_index, t->err, sizeof t->err) ||
+        vnm_ckpt_get_i64(rd, "/", "stage_step", &stage_step, t->err, sizeof t->err)) {
         vnm_ckpt_close(rd);
         free(stored);
         return fail(t, 2, "%s: %s", t->cmd, t->err);
@@ -969,11 +1092,21 @@ static int resume_from(trainer *t, const char *path, char **overrides, int n)
     if (!rc) {
         say(t, "resume: from %s\n", file);
         print_recipe_diff(t, stored);
+        /* rebuild the layers as the checkpoint's stage has them: sparse after a prune or a
+         * finished SR-STE stage, with SR-STE masks inside an SR-STE stage */
         bool pruned = false;
         for (int64_t i = 0; i < stage_index && i < t->r.n_stages; i++)
-            pruned |= t->r.stages[i].kind == VNM_RECIPE_STAGE_PRUNE;
-        if (pruned) rc = prune_all(t, true);
-        else if (!t->read_only) rc = build_optim(t);
+            pruned |= t->r.stages[i].kind == VNM_RECIPE_STAGE_PRUNE ||
+                      t->r.stages[i].kind == VNM_RECIPE_STAGE_SPARSE_SRSTE;
+        const vnm_recipe_stage *cur =
+            stage_index < t->r.n_stages ? &t->r.stages[stage_index] : NULL;
+        if (pruned) {
+            rc = prune_all(t, true);
+        } else {
+            if (cur && cur->kind == VNM_RECIPE_STAGE_SPARSE_SRSTE && stage_step > 0)
+                rc = srste_begin(t, cur);
+            if (!rc && !t->read_only) rc = build_optim(t);
+        }
     }
     for (int li = 0; !rc && t->m && li < t->m->n_linears; li++) {
         vnm_vit_linear *l = t->m->linears[li];
@@ -992,7 +1125,7 @@ static int resume_from(trainer *t, const char *path, char **overrides, int n)
     vnm_ckpt_close(rd);
     free(stored);
     if (rc) return rc;
-    int np = vnm_vit_param_count(t->m);
+    int np = state_capacity(t);
     vnm_state_tensor *dense = malloc((size_t)np * sizeof *dense);
     vnm_state_sparse *sparse = malloc((size_t)np * sizeof *sparse);
     if (!dense || !sparse) rc = fail(t, 1, "out of memory");
@@ -1004,6 +1137,7 @@ static int resume_from(trainer *t, const char *path, char **overrides, int n)
     }
     free(dense);
     free(sparse);
+    if (!rc) rc = srste_sync(t, false);
     if (rc) return rc;
     if (t->train_ld && vnm_loader_set_pos(t->train_ld, st.data_pos, t->err, sizeof t->err))
         return fail(t, 2, "%s: %s", t->cmd, t->err);

@@ -264,7 +264,10 @@ vnm_vit *vnm_vit_new(vnm_ctx *ctx, const vnm_vit_config *cfg)
 void vnm_vit_free(vnm_vit *m)
 {
     if (!m) return;
-    for (int i = 0; i < m->n_linears; i++) vnm_sparse_weight_free(m->linears[i]->sparse);
+    for (int i = 0; i < m->n_linears; i++) {
+        vnm_sparse_weight_free(m->linears[i]->sparse);
+        vnm_srste_free(m->linears[i]->srste);
+    }
     free(m->blocks);
     free(m->linears);
     free(m->params);
@@ -296,6 +299,7 @@ vnm_tensor *vnm_vit_linear_forward(vnm_ctx *ctx, vnm_vit_linear *l, vnm_tensor *
 {
     if (!x) return NULL;
     if (l->sparse) return vnm_sparse_linear(ctx, x, l->sparse, l->bias);
+    if (l->srste) return vnm_srste_linear(ctx, l->srste, x, l->bias, l->srste_step);
     vnm_tensor *w = l->weight; // [out, in] (a view of the conv's [D, C, p, p])
     if (w->ndim != 2) w = vnm_reshape(ctx, w, 2, VNM_SHAPE(l->out, l->in));
     return vnm_linear(ctx, x, w, l->bias);
@@ -313,6 +317,17 @@ vnm_status vnm_vit_linear_set_sparse(vnm_vit_linear *l, vnm_sparse_weight *sw, c
     if (l->sparse != sw) vnm_sparse_weight_free(l->sparse);
     l->sparse = sw;
     return VNM_OK;
+}
+
+void vnm_vit_linear_set_srste(vnm_vit_linear *l, vnm_srste *s)
+{
+    if (l->srste != s) vnm_srste_free(l->srste);
+    l->srste = s;
+}
+
+void vnm_vit_set_step(vnm_vit *m, int64_t step)
+{
+    for (int i = 0; i < m->n_linears; i++) m->linears[i]->srste_step = step;
 }
 
 /* ---- forward ---- */
@@ -333,18 +348,10 @@ static vnm_tensor *patchify(vnm_ctx *ctx, const vnm_vit *m, vnm_tensor *images)
 /* x[B, T, D] → x + drop_path(proj(attention(qkv(norm1(x))))) */
 static vnm_tensor *attn_branch(vnm_ctx *ctx, const vnm_vit *m, vnm_vit_block *b, vnm_tensor *x)
 {
-    int64_t B = x->shape[0], T = x->shape[1], D = m->cfg.embed_dim, H = m->cfg.num_heads;
-    static const int swap12[4] = {0, 2, 1, 3};
     vnm_tensor *h = vnm_layernorm(ctx, x, b->norm1_w, b->norm1_b, VNM_VIT_LN_EPS); // [B, T, D]
     vnm_tensor *qkv = vnm_vit_linear_forward(ctx, &b->qkv, h);                    // [B, T, 3D]
-    vnm_tensor *heads[3]; // q, k, v: [B, H, T, hd]
-    for (int i = 0; i < 3; i++) {
-        vnm_tensor *t = vnm_slice(ctx, qkv, 2, i * D, (i + 1) * D);       // [B, T, D]
-        t = vnm_reshape(ctx, t, 4, VNM_SHAPE(B, T, H, m->head_dim));      // [B, T, H, hd]
-        heads[i] = vnm_permute(ctx, t, swap12);
-    }
-    vnm_tensor *a = vnm_attention(ctx, heads[0], heads[1], heads[2], false, 0.0f); // [B,H,T,hd]
-    a = vnm_reshape(ctx, vnm_permute(ctx, a, swap12), 3, VNM_SHAPE(B, T, D));     // [B, T, D]
+    /* q, k, v read in place as [B, H, T, hd] heads; the result comes back as [B, T, D] */
+    vnm_tensor *a = vnm_attention_qkv(ctx, qkv, m->cfg.num_heads, false, 0.0f);
     a = vnm_vit_linear_forward(ctx, &b->proj, a);
     return vnm_add(ctx, x, vnm_drop_path(ctx, a, b->drop_path));
 }
@@ -505,7 +512,8 @@ vnm_status vnm_vit_load(vnm_ctx *ctx, vnm_vit *m, const char *path, const char *
     return rc;
 }
 
-/* Host copy of p's value in timm layout (malloc'd); a sparse weight is decompressed. */
+/* Host copy of p's value in timm layout (malloc'd): a sparse weight decompressed, an SR-STE weight
+ * under its current mask (the function the layer computes). */
 static float *param_host(vnm_ctx *ctx, const vnm_vit_param *p, char *err, size_t err_len)
 {
     vnm_vit_linear *l = p->linear;
@@ -523,6 +531,9 @@ static float *param_host(vnm_ctx *ctx, const vnm_vit_param *p, char *err, size_t
             return buf;
         }
     } else if (vnm_tensor_to_host(ctx, p->tensor, buf) == VNM_OK) {
+        const uint8_t *mask = l && l->srste ? vnm_srste_mask(l->srste) : NULL;
+        for (int64_t k = 0; mask && k < n; k++)
+            if (!mask[k]) buf[k] = 0.0f;
         return buf;
     }
     vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "vit: cannot read '%s': %s", p->name, vnm_ctx_error(ctx));

@@ -40,15 +40,21 @@ typedef struct {
     int64_t wshape[VNM_MAX_DIMS];
     vnm_tensor *weight;           /* dense f32 of shape wshape, NULL once sparse */
     vnm_sparse_weight *sparse;    /* owned by the model once set */
+    vnm_srste *srste;             /* SR-STE dynamic masks over weight; owned by the model */
+    int64_t srste_step;           /* the training step SR-STE masks are due for */
     vnm_tensor *bias;             /* [out] */
 } vnm_vit_linear;
 
-/* y[..., out] = x[..., in] · Wᵀ + b through vnm_linear or vnm_sparse_linear. */
+/* y[..., out] = x[..., in] · Wᵀ + b through vnm_linear, vnm_sparse_linear or (SR-STE, weight
+ * masked by the current dynamic mask) vnm_srste_linear. */
 vnm_tensor *vnm_vit_linear_forward(vnm_ctx *ctx, vnm_vit_linear *l, vnm_tensor *x);
 /* Replaces l's weight by sw (which must be [out, in]); the model frees it. The dense weight stays
  * in the persistent arena but is no longer a parameter. */
 vnm_status vnm_vit_linear_set_sparse(vnm_vit_linear *l, vnm_sparse_weight *sw, char *err,
                                      size_t err_len);
+/* Gives l's dense weight SR-STE dynamic masks (s, owned by the model from then on; NULL removes
+ * and frees them). */
+void vnm_vit_linear_set_srste(vnm_vit_linear *l, vnm_srste *s);
 
 typedef struct {
     vnm_tensor *norm1_w, *norm1_b; /* [D] */
@@ -78,6 +84,8 @@ typedef struct {
  * for a bad config. */
 vnm_vit *vnm_vit_new(vnm_ctx *ctx, const vnm_vit_config *cfg);
 void vnm_vit_free(vnm_vit *m);
+/* The training step the SR-STE linears' masks are due for (their mask updates follow it). */
+void vnm_vit_set_step(vnm_vit *m, int64_t step);
 
 /* One parameter under its timm name. For a linear's weight, tensor is the trainable tensor (the
  * dense weight, or the sparse vals) and linear points at the layer. */
@@ -105,7 +113,8 @@ vnm_tensor *vnm_vit_forward(vnm_ctx *ctx, vnm_vit *m, vnm_tensor *images,
 vnm_status vnm_vit_load(vnm_ctx *ctx, vnm_vit *m, const char *path, const char *const *ignore,
                         int n_ignore, char *err, size_t err_len);
 /* Writes every parameter under its timm name and shape, sparse linears decompressed (in the
- * original row and column order: the function the sparse model computes), as f32. */
+ * original row and column order: the function the sparse model computes) and SR-STE linears under
+ * their current mask, as f32. */
 vnm_status vnm_vit_save(vnm_ctx *ctx, const vnm_vit *m, const char *path, char *err,
                         size_t err_len);
 /* The same in dtype f32, bf16 or f16 (round to nearest even). */
