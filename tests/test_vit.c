@@ -1,8 +1,11 @@
 /* tests/test_vit.c — the ViT / DeiT model (train/models/vit.h): conformance with real timm
- * (fixtures from tools/gen_vit_fixture.py: logits, loss and every parameter gradient), a
+ * (fixtures from tools/gen_vit_fixture.py: logits, loss and every parameter gradient of a reduced
+ * config; the real deit_tiny_patch16_224 with weights from a hash formula, against its logits, loss
+ * and per-tensor gradient summaries), a
  * finite-difference gradient check through the whole model, timm's parameter counts and shapes
  * for the DeiT presets, safetensors save/load round trip and load errors, and a linear swapped to
  * a V:N:M sparse weight. */
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,6 +147,266 @@ static void test_timm_conformance(void **state)
 static void test_timm_conformance_distilled(void **state)
 {
     check_timm_case(*state, "vit_distilled_case.safetensors", true);
+}
+
+/* (1c) the real timm deit_tiny_patch16_224 (5.7 M parameters, 224×224×3, 1000 classes, batch 2)
+ * without storing its weights: every parameter and the images come from an integer hash that
+ * tools/gen_vit_fixture.py evaluates in numpy and this file in C (the formula is below and in the
+ * script's docstring; every value is exact in f32, so both sides hold the same bits). The fixture
+ * vit_deit_tiny_formula.txt holds timm's logits [2, 1000], the loss and, per parameter, its
+ * gradient's L2 norm, sum, Σ|g|, max |g| and 16 values at indices floor(j·(numel−1)/15), j = 0..15
+ * (first, last, evenly spaced). Checks: logits ≤ 1e-4 of the
+ * largest; loss ≤ 1e-5 relative; norm, Σ|g| and max |g| ≤ 1e-3 relative; the sum within
+ * 1e-3·Σ|g| (the sum cancels to ~0 for everything that feeds a LayerNorm's input, and for the key
+ * bias, so it has no relative scale of its own); each sample within 1e-3·max |g| of the tensor. */
+#define DEIT_SEED 0x5EED7A11u
+#define DEIT_IMAGE_K 1000u
+#define DEIT_PARAMS 152
+#define DEIT_SAMPLES 16
+
+/* murmur3's 32-bit finaliser; uint32_t arithmetic wraps modulo 2^32 as numpy's uint32 does */
+static uint32_t fmix32(uint32_t h)
+{
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    return h ^ (h >> 16);
+}
+
+/* k: tensor number in timm's state-dict order (DEIT_IMAGE_K for the images); i: row-major index */
+static uint32_t mix32(uint32_t seed, uint32_t k, uint32_t i)
+{
+    return fmix32(fmix32(seed ^ (k * 0x9E3779B9u)) + i);
+}
+
+enum { DEIT_PARAM, DEIT_LN_WEIGHT, DEIT_IMAGE };
+
+/* h = mix32(DEIT_SEED, k, i); LayerNorm weights 0.5 + (h >> 9)·2^-23 ∈ [0.5, 1.5); every other
+ * parameter ((h >> 8) − 2^23)·2^-26 ∈ [−1/8, 1/8); images ((h >> 8) − 2^23)·2^-23 ∈ [−1, 1).
+ * Integers below 2^24 times powers of two: each step is exact in f32. */
+static void deit_formula(uint32_t k, int64_t n, int kind, float *dst)
+{
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t h = mix32(DEIT_SEED, k, (uint32_t)i);
+        if (kind == DEIT_LN_WEIGHT)
+            dst[i] = 0.5f + (float)(h >> 9) * 0x1p-23f;
+        else
+            dst[i] = (float)((int32_t)(h >> 8) - (1 << 23)) *
+                     (kind == DEIT_IMAGE ? 0x1p-23f : 0x1p-26f);
+    }
+}
+
+typedef struct {
+    char *s;
+    const char *file;
+} deit_reader;
+
+static char *dr_word(deit_reader *r)
+{
+    for (;;) {
+        while (isspace((unsigned char)*r->s)) r->s++;
+        if (*r->s != '#') break;
+        while (*r->s && *r->s != '\n') r->s++;
+    }
+    if (!*r->s) fail_msg("%s: unexpected end of file", r->file);
+    char *w = r->s;
+    while (*r->s && !isspace((unsigned char)*r->s)) r->s++;
+    if (*r->s) *r->s++ = '\0';
+    return w;
+}
+
+static void dr_expect(deit_reader *r, const char *want)
+{
+    const char *w = dr_word(r);
+    if (strcmp(w, want) != 0) fail_msg("%s: expected '%s', found '%s'", r->file, want, w);
+}
+
+static double dr_number(deit_reader *r)
+{
+    char *w = dr_word(r), *end;
+    double v = strtod(w, &end);
+    if (*end) fail_msg("%s: '%s' is not a number", r->file, w);
+    return v;
+}
+
+static double dr_key(deit_reader *r, const char *key)
+{
+    dr_expect(r, key);
+    return dr_number(r);
+}
+
+typedef struct {
+    double norm, sum, abssum, amax;
+    int64_t idx[DEIT_SAMPLES];
+    double val[DEIT_SAMPLES];
+} deit_grad_summary;
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* worst value of one kind of comparison, and where */
+typedef struct {
+    double err;
+    char where[96];
+} deit_worst;
+
+static void deit_note(deit_worst *w, double err, const char *where)
+{
+    if (err > w->err || w->where[0] == '\0') {
+        w->err = err;
+        snprintf(w->where, sizeof w->where, "%s", where);
+    }
+}
+
+static void test_timm_conformance_deit_tiny(void **state)
+{
+    vnm_ctx *ctx = *state;
+    const char *file = "vit_deit_tiny_formula.txt";
+    char path[512];
+    fixture_path(file, path, sizeof path);
+    FILE *f = fopen(path, "rb");
+    if (!f) fail_msg("cannot open %s (python3 tools/gen_vit_fixture.py --only deit_tiny)", path);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *text = malloc((size_t)size + 1);
+    assert_int_equal(fread(text, 1, (size_t)size, f), (size_t)size);
+    text[size] = '\0';
+    fclose(f);
+
+    deit_reader r = {text, file};
+    dr_expect(&r, "vnm-vit-formula-fixture");
+    dr_expect(&r, "1");
+    dr_expect(&r, "model");
+    dr_expect(&r, "deit_tiny_patch16_224");
+    assert_true(dr_key(&r, "seed") == DEIT_SEED);
+    assert_true(dr_key(&r, "image_k") == DEIT_IMAGE_K);
+    dr_expect(&r, "input");
+    const int64_t B = 2, C = 3, HW = 224, K = 1000;
+    assert_true(dr_number(&r) == B && dr_number(&r) == C && dr_number(&r) == HW &&
+                dr_number(&r) == HW);
+    int64_t labels[2];
+    dr_expect(&r, "labels");
+    for (int b = 0; b < B; b++) labels[b] = (int64_t)dr_number(&r);
+    dr_expect(&r, "logits");
+    assert_true(dr_number(&r) == B && dr_number(&r) == K);
+    float want_logits[2 * 1000];
+    for (int64_t i = 0; i < B * K; i++) want_logits[i] = (float)dr_number(&r);
+    double want_loss = dr_key(&r, "loss");
+
+    vnm_vit_config cfg;
+    char err[128];
+    assert_int_equal(vnm_vit_config_preset("tiny", &cfg, err, sizeof err), VNM_OK);
+    cfg.skip_init = true; /* every weight is set from the formula */
+    vnm_vit *m = vnm_vit_new(ctx, &cfg);
+    assert_non_null(m);
+    assert_int_equal(vnm_vit_numel(m), 5717416);
+    int n_params = (int)dr_key(&r, "params");
+    assert_int_equal(n_params, DEIT_PARAMS);
+    assert_int_equal(vnm_vit_param_count(m), DEIT_PARAMS);
+
+    static deit_grad_summary want[DEIT_PARAMS];
+    for (int k = 0; k < n_params; k++) {
+        vnm_vit_param p = vnm_vit_param_at(m, k);
+        dr_expect(&r, "param");
+        const char *name = dr_word(&r);
+        if (strcmp(name, p.name) != 0)
+            fail_msg("%s: parameter %d is '%s' in timm's state dict, '%s' here", file, k, name,
+                     p.name);
+        int ndim = p.linear ? p.linear->wndim : p.tensor->ndim;
+        const int64_t *shape = p.linear ? p.linear->wshape : p.tensor->shape;
+        assert_true(dr_key(&r, "shape") == ndim);
+        for (int d = 0; d < ndim; d++)
+            if (dr_number(&r) != (double)shape[d])
+                fail_msg("%s: '%s' dimension %d differs from timm's", file, name, d);
+        bool ln_weight = !p.linear && p.tensor->ndim == 1 && ends_with(p.name, ".weight");
+        assert_true(dr_key(&r, "ln_weight") == ln_weight);
+
+        int64_t n = vnm_numel(p.tensor);
+        float *w = malloc((size_t)n * sizeof *w);
+        deit_formula((uint32_t)k, n, ln_weight ? DEIT_LN_WEIGHT : DEIT_PARAM, w);
+        assert_int_equal(vnm_tensor_from_host(ctx, p.tensor, w), VNM_OK);
+        free(w);
+
+        deit_grad_summary *s = &want[k];
+        s->norm = dr_key(&r, "norm");
+        s->sum = dr_key(&r, "sum");
+        s->abssum = dr_key(&r, "abssum");
+        s->amax = dr_key(&r, "amax");
+        assert_true(dr_key(&r, "samples") == DEIT_SAMPLES);
+        for (int j = 0; j < DEIT_SAMPLES; j++) {
+            s->idx[j] = (int64_t)dr_number(&r);
+            assert_true(s->idx[j] == j * (n - 1) / (DEIT_SAMPLES - 1));
+            s->val[j] = dr_number(&r);
+        }
+    }
+
+    size_t n_img = (size_t)(B * C * HW * HW);
+    float *images = malloc(n_img * sizeof *images);
+    deit_formula(DEIT_IMAGE_K, (int64_t)n_img, DEIT_IMAGE, images);
+    vnm_ctx_set_training(ctx, false);
+    vnm_tensor *x = vnm_tensor_from(ctx, VNM_DTYPE_F32, 4, VNM_SHAPE(B, C, HW, HW), images);
+    vnm_tensor *y = vnm_tensor_from(ctx, VNM_DTYPE_I64, 1, VNM_SHAPE(B), labels);
+    vnm_tensor *logits = vnm_vit_forward(ctx, m, x, NULL);
+    assert_non_null(logits);
+    assert_int_equal(logits->shape[0], B);
+    assert_int_equal(logits->shape[1], K);
+    float *got = tu_host(ctx, logits);
+    double e_logits = rel_err(got, want_logits, B * K);
+    if (e_logits > 1e-4) fail_msg("deit_tiny: logits relative error %.3g > 1e-4", e_logits);
+    vnm_tensor *loss = vnm_cross_entropy(ctx, logits, y, -100, 0.0f);
+    assert_non_null(loss);
+    double l = vnm_item(ctx, loss), e_loss = fabs(l - want_loss) / fabs(want_loss);
+    if (e_loss > 1e-5)
+        fail_msg("deit_tiny: loss %.8g vs timm %.8g (relative %.3g)", l, want_loss, e_loss);
+    assert_int_equal(vnm_backward(ctx, loss), VNM_OK);
+
+    deit_worst w_norm = {0}, w_sum = {0}, w_abssum = {0}, w_amax = {0}, w_sample = {0};
+    for (int k = 0; k < n_params; k++) {
+        vnm_vit_param p = vnm_vit_param_at(m, k);
+        assert_non_null(p.tensor->grad);
+        const deit_grad_summary *s = &want[k];
+        float *g = tu_host(ctx, p.tensor->grad);
+        int64_t n = vnm_numel(p.tensor);
+        double sq = 0, sum = 0, abssum = 0, amax = 0;
+        for (int64_t i = 0; i < n; i++) {
+            sq += (double)g[i] * g[i];
+            sum += g[i];
+            abssum += fabs(g[i]);
+            amax = fmax(amax, fabs(g[i]));
+        }
+        deit_note(&w_norm, fabs(sqrt(sq) - s->norm) / s->norm, p.name);
+        deit_note(&w_sum, fabs(sum - s->sum) / s->abssum, p.name);
+        deit_note(&w_abssum, fabs(abssum - s->abssum) / s->abssum, p.name);
+        deit_note(&w_amax, fabs(amax - s->amax) / s->amax, p.name);
+        for (int j = 0; j < DEIT_SAMPLES; j++) {
+            char where[96];
+            snprintf(where, sizeof where, "%s[%lld]", p.name, (long long)s->idx[j]);
+            deit_note(&w_sample, fabs(g[s->idx[j]] - s->val[j]) / s->amax, where);
+        }
+        free(g);
+    }
+    print_message("# deit_tiny vs timm: logits %.2g, loss %.2g; gradients: norm %.2g (%s), sum "
+                  "%.2g of Σ|g| (%s), Σ|g| %.2g (%s), max|g| %.2g (%s), samples %.2g of max|g| "
+                  "(%s)\n", e_logits, e_loss, w_norm.err, w_norm.where, w_sum.err, w_sum.where,
+                  w_abssum.err, w_abssum.where, w_amax.err, w_amax.where, w_sample.err,
+                  w_sample.where);
+    const deit_worst *all[] = {&w_norm, &w_sum, &w_abssum, &w_amax, &w_sample};
+    const char *what[] = {"L2 norm", "sum (relative to Σ|g|)", "Σ|g|", "max |g|",
+                          "sampled value (relative to max |g|)"};
+    for (int c = 0; c < 5; c++)
+        if (all[c]->err > 1e-3)
+            fail_msg("deit_tiny: gradient %s of '%s' off by %.3g > 1e-3", what[c], all[c]->where,
+                     all[c]->err);
+
+    free(got);
+    free(images);
+    free(text);
+    vnm_vit_free(m);
 }
 
 typedef struct {
@@ -590,6 +853,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_timm_conformance, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_timm_conformance_distilled, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_timm_conformance_deit_tiny, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_gradcheck, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_presets, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_init, tu_setup, tu_teardown),
