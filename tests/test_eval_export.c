@@ -48,28 +48,6 @@ typedef struct {
     bool trained;
 } fixture;
 
-static char *join(const char *dir, const char *rel)
-{
-    char *p = malloc(strlen(dir) + strlen(rel) + 2);
-    assert_non_null(p);
-    sprintf(p, "%s/%s", dir, rel);
-    return p;
-}
-
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) n = 0;
-    if (s) s[n] = 0;
-    fclose(f);
-    return s;
-}
-
 static bool exists(const char *path)
 {
     struct stat sb;
@@ -81,7 +59,7 @@ static bool exists(const char *path)
 static int run_capture(const char *dir, int (*cmd)(int, char **), int argc, const char **argv,
                        char **out, char **err)
 {
-    char *paths[2] = {join(dir, "cap.out"), join(dir, "cap.err")};
+    char *paths[2] = {tu_path(dir, "cap.out"), tu_path(dir, "cap.err")};
     int saved[2];
     fflush(stdout);
     fflush(stderr);
@@ -99,7 +77,7 @@ static int run_capture(const char *dir, int (*cmd)(int, char **), int argc, cons
     for (int k = 0; k < 2; k++) {
         dup2(saved[k], 1 + k);
         close(saved[k]);
-        char *text = read_text(paths[k]);
+        char *text = tu_read_file(paths[k]);
         if (texts[k]) *texts[k] = text;
         else free(text);
         unlink(paths[k]);
@@ -114,12 +92,12 @@ static int group_setup(void **state)
     if (!f || tu_setup_tmpdir((void **)&f->dir)) return -1;
     *state = f;
     if (!exists(VNM_FASHION_MNIST_DIR "/train-images-idx3-ubyte.gz")) return 0;
-    char *path = join(f->dir, "evx.yaml"), ov[4200];
+    char *path = tu_path(f->dir, "evx.yaml"), ov[4200];
     FILE *file = fopen(path, "w");
     if (!file) return -1;
     fputs(recipe, file);
     fclose(file);
-    f->run = join(f->dir, "run");
+    f->run = tu_path(f->dir, "run");
     snprintf(ov, sizeof ov, "run.output_dir=%s", f->run);
     const char *argv[] = {path, ov};
     char *out = NULL, *err = NULL;
@@ -197,7 +175,7 @@ static char *val_record(const char *metrics, int64_t step)
  * JSON line that parses, and changes nothing in the run directory. */
 static void check_eval(fixture *f, const char *ckpt, int64_t step, const char *file)
 {
-    char *metrics_path = join(f->run, "metrics.jsonl"), *metrics = read_text(metrics_path);
+    char *metrics_path = tu_path(f->run, "metrics.jsonl"), *metrics = tu_read_file(metrics_path);
     assert_non_null(metrics);
     char *want = val_record(metrics, step), *before = snapshot(f->run), *out, *err;
     const char *argv[] = {ckpt};
@@ -234,7 +212,7 @@ static void test_eval_matches_trainer(void **state)
 {
     fixture *f = need_run(state);
     check_eval(f, f->run, 10, "step_00000010.h5");
-    char *ck6 = join(f->run, "ckpt/step_00000006.h5");
+    char *ck6 = tu_path(f->run, "ckpt/step_00000006.h5");
     check_eval(f, ck6, 6, "step_00000006.h5");
     free(ck6);
 }
@@ -253,12 +231,12 @@ static void test_eval_bad_input(void **state)
 {
     fixture *f = need_run(state);
     char *before = snapshot(f->run);
-    char *missing = join(f->dir, "nowhere"), *garbage = join(f->dir, "garbage.h5");
-    char *cut = join(f->dir, "cut.h5"), *ck = join(f->run, "ckpt/step_00000010.h5");
+    char *missing = tu_path(f->dir, "nowhere"), *garbage = tu_path(f->dir, "garbage.h5");
+    char *cut = tu_path(f->dir, "cut.h5"), *ck = tu_path(f->run, "ckpt/step_00000010.h5");
     FILE *g = fopen(garbage, "w");
     fputs("not a checkpoint\n", g);
     fclose(g);
-    char *full = read_text(ck); /* a truncated copy of a real checkpoint */
+    char *full = tu_read_file(ck); /* a truncated copy of a real checkpoint */
     FILE *c = fopen(cut, "wb");
     fwrite(full, 1, 4096, c);
     fclose(c);
@@ -382,9 +360,9 @@ static bool check_vnm(vnm_safetensors *st, vnm_ckpt_reader *rd, const char *name
 static void test_export_sparse(void **state)
 {
     fixture *f = need_run(state);
-    char *out = join(f->dir, "sparse.safetensors"), *json = join(f->dir, "sparse.json");
-    char *sample = join(f->dir, "sparse.sample.safetensors");
-    char *tmp = join(f->dir, "sparse.json.tmp");
+    char *out = tu_path(f->dir, "sparse.safetensors"), *json = tu_path(f->dir, "sparse.json");
+    char *sample = tu_path(f->dir, "sparse.sample.safetensors");
+    char *tmp = tu_path(f->dir, "sparse.json.tmp");
     const char *argv[] = {f->run, "--out", out, "--sample", "5"};
     char *stdout_text, *err;
     int rc = run_capture(f->dir, vnm_cmd_export, 5, argv, &stdout_text, &err);
@@ -461,8 +439,8 @@ static void test_export_sparse(void **state)
 static void test_export_bf16_dense(void **state)
 {
     fixture *f = need_run(state);
-    char *ck = join(f->run, "ckpt/step_00000004.h5"), *out = join(f->dir, "d4.safetensors");
-    char *json = join(f->dir, "d4.json"), *sample = join(f->dir, "d4.sample.safetensors");
+    char *ck = tu_path(f->run, "ckpt/step_00000004.h5"), *out = tu_path(f->dir, "d4.safetensors");
+    char *json = tu_path(f->dir, "d4.json"), *sample = tu_path(f->dir, "d4.sample.safetensors");
     const char *argv[] = {ck, "--dtype", "bf16", "--out", out};
     char *err;
     int rc = run_capture(f->dir, vnm_cmd_export, 5, argv, NULL, &err);
@@ -521,8 +499,8 @@ static void expect_export_fails(fixture *f, int argc, const char **argv, const c
 static void test_export_bad_input(void **state)
 {
     fixture *f = need_run(state);
-    char *out = join(f->dir, "bad.safetensors"), *missing = join(f->dir, "nowhere");
-    char *no_dir = join(f->dir, "no/such/dir/x.safetensors");
+    char *out = tu_path(f->dir, "bad.safetensors"), *missing = tu_path(f->dir, "nowhere");
+    char *no_dir = tu_path(f->dir, "no/such/dir/x.safetensors");
     expect_export_fails(f, 1, (const char *[]){f->run}, "needs a checkpoint and --out");
     expect_export_fails(f, 3, (const char *[]){f->run, "--out", "model.bin"},
                         "must end in .safetensors");

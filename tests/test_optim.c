@@ -39,58 +39,19 @@ typedef struct {
     char *text;                       /* the file, cut into words in place */
 } fixture;
 
-typedef struct {
-    char *s;
-    const char *file;
-} fx_reader;
-
-static char *fx_word(fx_reader *r)
+static int fx_count(tu_words *r, const char *key, int max)
 {
-    for (;;) {
-        while (isspace((unsigned char)*r->s)) r->s++;
-        if (*r->s != '#') break;
-        while (*r->s && *r->s != '\n') r->s++;
-    }
-    if (!*r->s) fail_msg("%s: unexpected end of file", r->file);
-    char *w = r->s;
-    while (*r->s && !isspace((unsigned char)*r->s)) r->s++;
-    if (*r->s) *r->s++ = '\0';
-    return w;
-}
-
-static void fx_expect(fx_reader *r, const char *want)
-{
-    const char *w = fx_word(r);
-    if (strcmp(w, want) != 0) fail_msg("%s: expected '%s', found '%s'", r->file, want, w);
-}
-
-static double fx_number(fx_reader *r)
-{
-    char *w = fx_word(r), *end;
-    double v = strtod(w, &end);
-    if (*end) fail_msg("%s: '%s' is not a number", r->file, w);
-    return v;
-}
-
-static double fx_key(fx_reader *r, const char *key)
-{
-    fx_expect(r, key);
-    return fx_number(r);
-}
-
-static int fx_count(fx_reader *r, const char *key, int max)
-{
-    double v = fx_key(r, key);
+    double v = tu_key_number(r, key);
     if (v < 0 || v > max || v != (int)v)
         fail_msg("%s: %s %g, expected 0..%d", r->file, key, v, max);
     return (int)v;
 }
 
-static void fx_values(fx_reader *r, const char *key, const fx_param *p, float *dst)
+static void fx_values(tu_words *r, const char *key, const fx_param *p, float *dst)
 {
-    fx_expect(r, key);
-    fx_expect(r, p->name);
-    for (int64_t i = 0; i < p->numel; i++) dst[p->offset + i] = (float)fx_number(r);
+    tu_expect_word(r, key);
+    tu_expect_word(r, p->name);
+    for (int64_t i = 0; i < p->numel; i++) dst[p->offset + i] = (float)tu_number(r);
 }
 
 static void fx_load(fixture *fx, const char *file)
@@ -114,42 +75,42 @@ static void fx_load(fixture *fx, const char *file)
     fx->text[size] = '\0';
     fclose(f);
 
-    fx_reader r = {fx->text, file};
-    fx_expect(&r, "vnm-optim-fixture");
-    fx_expect(&r, "1");
-    fx_expect(&r, "kind");
-    snprintf(fx->kind, sizeof fx->kind, "%s", fx_word(&r));
-    fx->lr = fx_key(&r, "lr");
-    fx->momentum = fx_key(&r, "momentum");
-    fx->dampening = fx_key(&r, "dampening");
-    fx->nesterov = fx_key(&r, "nesterov") != 0;
-    fx->beta1 = fx_key(&r, "beta1");
-    fx->beta2 = fx_key(&r, "beta2");
-    fx->eps = fx_key(&r, "eps");
-    fx->max_norm = fx_key(&r, "max_norm");
-    fx_expect(&r, "schedule");
-    fx_expect(&r, "cosine");
+    tu_words r = {fx->text, file};
+    tu_expect_word(&r, "vnm-optim-fixture");
+    tu_expect_word(&r, "1");
+    tu_expect_word(&r, "kind");
+    snprintf(fx->kind, sizeof fx->kind, "%s", tu_word(&r));
+    fx->lr = tu_key_number(&r, "lr");
+    fx->momentum = tu_key_number(&r, "momentum");
+    fx->dampening = tu_key_number(&r, "dampening");
+    fx->nesterov = tu_key_number(&r, "nesterov") != 0;
+    fx->beta1 = tu_key_number(&r, "beta1");
+    fx->beta2 = tu_key_number(&r, "beta2");
+    fx->eps = tu_key_number(&r, "eps");
+    fx->max_norm = tu_key_number(&r, "max_norm");
+    tu_expect_word(&r, "schedule");
+    tu_expect_word(&r, "cosine");
     fx->sched.kind = VNM_SCHEDULE_COSINE;
     fx->sched.base_lr = fx->lr;
-    fx->sched.warmup_steps = (int64_t)fx_key(&r, "warmup_steps");
-    fx->sched.warmup_start_lr = fx_key(&r, "warmup_start_lr");
-    fx->sched.total_steps = (int64_t)fx_key(&r, "total_steps");
-    fx->sched.min_lr = fx_key(&r, "min_lr");
+    fx->sched.warmup_steps = (int64_t)tu_key_number(&r, "warmup_steps");
+    fx->sched.warmup_start_lr = tu_key_number(&r, "warmup_start_lr");
+    fx->sched.total_steps = (int64_t)tu_key_number(&r, "total_steps");
+    fx->sched.min_lr = tu_key_number(&r, "min_lr");
     fx->n_groups = fx_count(&r, "groups", FX_MAX_GROUPS);
     for (int g = 0; g < fx->n_groups; g++) {
-        if (fx_key(&r, "group") != g) fail_msg("%s: groups out of order", file);
-        fx->weight_decay[g] = fx_key(&r, "weight_decay");
-        fx->lr_scale[g] = fx_key(&r, "lr_scale");
+        if (tu_key_number(&r, "group") != g) fail_msg("%s: groups out of order", file);
+        fx->weight_decay[g] = tu_key_number(&r, "weight_decay");
+        fx->lr_scale[g] = tu_key_number(&r, "lr_scale");
     }
     fx->n_params = fx_count(&r, "params", FX_MAX_PARAMS);
     for (int i = 0; i < fx->n_params; i++) {
         fx_param *p = &fx->p[i];
-        fx_expect(&r, "param");
-        snprintf(p->name, sizeof p->name, "%s", fx_word(&r));
-        p->group = (int)fx_key(&r, "group");
+        tu_expect_word(&r, "param");
+        snprintf(p->name, sizeof p->name, "%s", tu_word(&r));
+        p->group = (int)tu_key_number(&r, "group");
         p->ndim = fx_count(&r, "shape", VNM_MAX_DIMS);
         p->numel = 1;
-        for (int d = 0; d < p->ndim; d++) p->numel *= p->shape[d] = (int64_t)fx_number(&r);
+        for (int d = 0; d < p->ndim; d++) p->numel *= p->shape[d] = (int64_t)tu_number(&r);
         p->offset = fx->total;
         fx->total += p->numel;
     }
@@ -163,10 +124,10 @@ static void fx_load(fixture *fx, const char *file)
     fx->grad = malloc(n * (size_t)fx->total * sizeof *fx->grad);
     fx->after = malloc(n * (size_t)fx->total * sizeof *fx->after);
     for (int k = 0; k < fx->n_steps; k++) {
-        if (fx_key(&r, "step") != k) fail_msg("%s: steps out of order", file);
-        fx->step_lr[k] = fx_key(&r, "lr");
-        fx->step_norm[k] = fx_key(&r, "total_norm");
-        fx->step_clipped[k] = (int)fx_key(&r, "clipped");
+        if (tu_key_number(&r, "step") != k) fail_msg("%s: steps out of order", file);
+        fx->step_lr[k] = tu_key_number(&r, "lr");
+        fx->step_norm[k] = tu_key_number(&r, "total_norm");
+        fx->step_clipped[k] = (int)tu_key_number(&r, "clipped");
         for (int i = 0; i < fx->n_params; i++)
             fx_values(&r, "grad", &fx->p[i], fx->grad + (size_t)k * (size_t)fx->total);
         for (int i = 0; i < fx->n_params; i++)

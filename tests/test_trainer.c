@@ -66,17 +66,9 @@ static bool have_data(void)
         }                                                                               \
     } while (0)
 
-static char *path_in(const char *dir, const char *rel)
-{
-    char *p = malloc(strlen(dir) + strlen(rel) + 2);
-    assert_non_null(p);
-    sprintf(p, "%s/%s", dir, rel);
-    return p;
-}
-
 static char *write_file(const char *dir, const char *name, const char *text)
 {
-    char *p = path_in(dir, name);
+    char *p = tu_path(dir, name);
     FILE *f = fopen(p, "w");
     assert_non_null(f);
     fputs(text, f);
@@ -84,31 +76,16 @@ static char *write_file(const char *dir, const char *name, const char *text)
     return p;
 }
 
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    assert_non_null(s);
-    assert_int_equal(fread(s, 1, (size_t)n, f), (size_t)n);
-    s[n] = 0;
-    fclose(f);
-    return s;
-}
-
 static char *read_in(const char *dir, const char *rel)
 {
-    char *p = path_in(dir, rel), *s = read_file(p);
+    char *p = tu_path(dir, rel), *s = tu_read_file(p);
     free(p);
     return s;
 }
 
 static bool exists(const char *dir, const char *rel)
 {
-    char *p = path_in(dir, rel);
+    char *p = tu_path(dir, rel);
     struct stat sb;
     bool ok = stat(p, &sb) == 0;
     free(p);
@@ -217,12 +194,12 @@ static void test_train_run_dir(void **state)
     REQUIRE_DATA();
     const char *dir = *state;
     char *recipe = write_file(dir, "mini.yaml", mini_recipe);
-    char *out = path_in(dir, "run"), ov[4200];
+    char *out = tu_path(dir, "run"), ov[4200];
     snprintf(ov, sizeof ov, "run.output_dir=%s", out);
     const char *ovs[] = {ov};
     assert_int_equal(run_cmd(false, recipe, ovs, 1), 0);
 
-    char *metrics_path = path_in(out, "metrics.jsonl"), *metrics = read_file(metrics_path);
+    char *metrics_path = tu_path(out, "metrics.jsonl"), *metrics = tu_read_file(metrics_path);
     assert_non_null(metrics);
     tu_assert_has(last_line(metrics), "{\"event\":\"done\",\"step\":12,");
     tu_assert_has(metrics, "\"split\":\"val\"");
@@ -233,7 +210,7 @@ static void test_train_run_dir(void **state)
         free(loss);
     }
 
-    char *rpath = path_in(out, "recipe.yaml"), err[1024];
+    char *rpath = tu_path(out, "recipe.yaml"), err[1024];
     vnm_recipe r;
     assert_int_equal(vnm_recipe_load(rpath, NULL, 0, &r, err, sizeof err), VNM_OK);
     assert_int_equal(r.n_stages, 3);
@@ -265,13 +242,13 @@ static void check_resume(const char *dir, const char *full, int64_t step, const 
 {
     char ck[4200], ov[4200];
     snprintf(ck, sizeof ck, "%s/ckpt/step_%08lld.h5", full, (long long)step);
-    char *out = path_in(dir, name);
+    char *out = tu_path(dir, name);
     snprintf(ov, sizeof ov, "run.output_dir=%s", out);
     const char *ovs[] = {ov};
     assert_int_equal(run_cmd(true, ck, ovs, 1), 0);
 
-    char *fm = path_in(full, "metrics.jsonl"), *rm = path_in(out, "metrics.jsonl");
-    char *mf = read_file(fm), *mr = read_file(rm);
+    char *fm = tu_path(full, "metrics.jsonl"), *rm = tu_path(out, "metrics.jsonl");
+    char *mf = tu_read_file(fm), *mr = tu_read_file(rm);
     assert_non_null(mr);
     assert_null(train_loss(mr, step)); /* nothing before the checkpoint is redone */
     for (int64_t s = step + 1; s <= 12; s++) {
@@ -284,7 +261,7 @@ static void check_resume(const char *dir, const char *full, int64_t step, const 
         free(b);
     }
     tu_assert_has(last_line(mr), "{\"event\":\"done\",\"step\":12,");
-    char *fa = path_in(full, "ckpt/step_00000012.h5"), *fb = path_in(out, "ckpt/step_00000012.h5");
+    char *fa = tu_path(full, "ckpt/step_00000012.h5"), *fb = tu_path(out, "ckpt/step_00000012.h5");
     assert_same_tensors(fa, fb);
     free(fa);
     free(fb);
@@ -303,7 +280,7 @@ static void test_resume_bit_exact(void **state)
     REQUIRE_DATA();
     const char *dir = *state;
     char *recipe = write_file(dir, "mini.yaml", mini_recipe);
-    char *full = path_in(dir, "full"), ov[4200];
+    char *full = tu_path(dir, "full"), ov[4200];
     snprintf(ov, sizeof ov, "run.output_dir=%s", full);
     const char *ovs[] = {ov};
     assert_int_equal(run_cmd(false, recipe, ovs, 1), 0);
@@ -312,10 +289,10 @@ static void test_resume_bit_exact(void **state)
     check_resume(dir, full, 8, "from8");
     /* resuming the finished run from step 8 in its own directory: the records of steps 9..12
      * written the first time are replaced, not repeated */
-    char *ck = path_in(full, "ckpt/step_00000008.h5"), *fm = path_in(full, "metrics.jsonl");
-    char *before = read_file(fm);
+    char *ck = tu_path(full, "ckpt/step_00000008.h5"), *fm = tu_path(full, "metrics.jsonl");
+    char *before = tu_read_file(fm);
     assert_int_equal(run_cmd(true, ck, NULL, 0), 0);
-    char *after = read_file(fm);
+    char *after = tu_read_file(fm);
     for (int64_t s = 1; s <= 12; s++) {
         assert_int_equal(step_records(after, s), step_records(before, s));
         char *a = train_loss(before, s), *b = train_loss(after, s);
@@ -339,12 +316,12 @@ static void test_srste_stage(void **state)
     REQUIRE_DATA();
     const char *dir = *state;
     char *recipe = write_file(dir, "srste.yaml", srste_recipe);
-    char *full = path_in(dir, "full"), ov[4200];
+    char *full = tu_path(dir, "full"), ov[4200];
     snprintf(ov, sizeof ov, "run.output_dir=%s", full);
     const char *ovs[] = {ov};
     assert_int_equal(run_cmd(false, recipe, ovs, 1), 0);
     char err[1024];
-    char *mid = path_in(full, "ckpt/step_00000008.h5"), *end = path_in(full, "ckpt/step_00000012.h5");
+    char *mid = tu_path(full, "ckpt/step_00000008.h5"), *end = tu_path(full, "ckpt/step_00000012.h5");
     vnm_ckpt_reader *r = vnm_ckpt_open(mid, err, sizeof err);
     assert_non_null(r);
     int64_t mask_step = -1;
@@ -379,12 +356,12 @@ static void test_ria_prune(void **state)
     REQUIRE_DATA();
     const char *dir = *state;
     char *recipe = write_file(dir, "mini.yaml", mini_recipe);
-    char *out = path_in(dir, "ria"), ov[4200];
+    char *out = tu_path(dir, "ria"), ov[4200];
     snprintf(ov, sizeof ov, "run.output_dir=%s", out);
     const char *ovs[] = {ov, "sparsity.score=ria", "sparsity.calibration_batches=2",
                          "stages.dense.steps=2", "stages.sparse.steps=2"};
     assert_int_equal(run_cmd(false, recipe, ovs, 5), 0);
-    char *log = read_in(out, "log.txt"), *ck = path_in(out, "ckpt"), err[1024], *score = NULL;
+    char *log = read_in(out, "log.txt"), *ck = tu_path(out, "ckpt"), err[1024], *score = NULL;
     tu_assert_has(log, "prune: 2 linears to 16:2:4");
     vnm_ckpt_reader *r = vnm_ckpt_open(ck, err, sizeof err);
     assert_non_null(r);
@@ -406,7 +383,7 @@ static void test_bad_input(void **state)
     const char *dir = *state;
     char *bad = write_file(dir, "bad.yaml", "run: {name: x}\noptim: {lrr: 0.1}\n");
     assert_int_equal(run_cmd(false, bad, NULL, 0), 2);
-    char *missing = path_in(dir, "missing.yaml");
+    char *missing = tu_path(dir, "missing.yaml");
     assert_int_equal(run_cmd(false, missing, NULL, 0), 2);
     assert_int_equal(run_cmd(true, missing, NULL, 0), 2);
     char *lora = write_file(dir, "lora.yaml",
@@ -440,7 +417,7 @@ static void test_nan_loss_stops(void **state)
     REQUIRE_DATA();
     const char *dir = *state;
     char *recipe = write_file(dir, "mini.yaml", mini_recipe);
-    char *out = path_in(dir, "nan"), ov[4200];
+    char *out = tu_path(dir, "nan"), ov[4200];
     snprintf(ov, sizeof ov, "run.output_dir=%s", out);
     const char *ovs[] = {ov, "stages.sparse.optim.lr=1e30"};
     assert_int_equal(run_cmd(false, recipe, ovs, 2), 1);
@@ -449,7 +426,7 @@ static void test_nan_loss_stops(void **state)
     tu_assert_has(log, "stopping without a checkpoint");
     assert_true(exists(out, "ckpt/step_00000006.h5"));
     assert_false(exists(out, "ckpt/step_00000008.h5"));
-    char *latest = path_in(out, "ckpt"), err[1024];
+    char *latest = tu_path(out, "ckpt"), err[1024];
     vnm_ckpt_reader *r = vnm_ckpt_open(latest, err, sizeof err);
     assert_non_null(r);
     assert_int_equal(vnm_ckpt_step(r), 6);
@@ -484,7 +461,7 @@ static void test_sigint_checkpoints(void **state)
     REQUIRE_DATA();
     const char *dir = *state;
     char *recipe = write_file(dir, "mini.yaml", mini_recipe);
-    char *out = path_in(dir, "sig"), ov[4200];
+    char *out = tu_path(dir, "sig"), ov[4200];
     snprintf(ov, sizeof ov, "run.output_dir=%s", out);
     const char *ovs[] = {ov, "stages.dense.steps=1000000", "checkpoint.every=0"};
     pid_t pid = fork();
@@ -506,7 +483,7 @@ static void test_sigint_checkpoints(void **state)
     char *log = read_in(out, "log.txt"), *metrics = read_in(out, "metrics.jsonl");
     tu_assert_has(log, "stopped by a signal at step ");
     int64_t stopped = last_train_step(metrics);
-    char *ck = path_in(out, "ckpt"), err[1024];
+    char *ck = tu_path(out, "ckpt"), err[1024];
     vnm_ckpt_reader *r = vnm_ckpt_open(ck, err, sizeof err);
     assert_non_null(r);
     assert_int_equal(vnm_ckpt_step(r), stopped);
@@ -531,7 +508,7 @@ static void test_quickstart_recipe(void **state)
     (void)state;
     const char *root = getenv("VNM_SOURCE_ROOT");
     if (!root) skip();
-    char *path = path_in(root, "recipes/quickstart.yaml"), err[1024];
+    char *path = tu_path(root, "recipes/quickstart.yaml"), err[1024];
     vnm_recipe r;
     if (vnm_recipe_load(path, NULL, 0, &r, err, sizeof err) != VNM_OK) fail_msg("%s", err);
     assert_int_equal(r.n_stages, 3);

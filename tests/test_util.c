@@ -1,6 +1,7 @@
 /* tests/test_util.c — see test_util.h. */
 #include "test_util.h"
 
+#include <ctype.h>
 #include <ftw.h>
 #include <math.h>
 #include <stdio.h>
@@ -47,6 +48,63 @@ int tu_teardown_tmpdir(void **state)
     int rc = nftw(*state, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     free(*state);
     return rc;
+}
+
+char *tu_path(const char *dir, const char *rel)
+{
+    char *p = malloc(strlen(dir) + strlen(rel) + 2);
+    assert_non_null(p);
+    sprintf(p, "%s/%s", dir, rel);
+    return p;
+}
+
+char *tu_read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = malloc((size_t)n + 1);
+    assert_non_null(s);
+    assert_int_equal(fread(s, 1, (size_t)n, f), (size_t)n);
+    s[n] = 0;
+    fclose(f);
+    return s;
+}
+
+char *tu_word(tu_words *r)
+{
+    for (;;) {
+        while (isspace((unsigned char)*r->s)) r->s++;
+        if (*r->s != '#') break;
+        while (*r->s && *r->s != '\n') r->s++;
+    }
+    if (!*r->s) fail_msg("%s: unexpected end of file", r->file);
+    char *w = r->s;
+    while (*r->s && !isspace((unsigned char)*r->s)) r->s++;
+    if (*r->s) *r->s++ = '\0';
+    return w;
+}
+
+void tu_expect_word(tu_words *r, const char *want)
+{
+    const char *w = tu_word(r);
+    if (strcmp(w, want) != 0) fail_msg("%s: expected '%s', found '%s'", r->file, want, w);
+}
+
+double tu_number(tu_words *r)
+{
+    char *w = tu_word(r), *end;
+    double v = strtod(w, &end);
+    if (*end) fail_msg("%s: '%s' is not a number", r->file, w);
+    return v;
+}
+
+double tu_key_number(tu_words *r, const char *key)
+{
+    tu_expect_word(r, key);
+    return tu_number(r);
 }
 
 void tu_assert_has(const char *text, const char *needle)

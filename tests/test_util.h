@@ -22,6 +22,22 @@ int tu_teardown(void **state);
  * remove it with everything in it. */
 int tu_setup_tmpdir(void **state);
 int tu_teardown_tmpdir(void **state);
+/* dir + "/" + rel, malloc'd. */
+char *tu_path(const char *dir, const char *rel);
+/* The whole file as a NUL-terminated string (malloc'd), NULL when it cannot be opened. */
+char *tu_read_file(const char *path);
+
+/* A reader of whitespace-separated words in a fixture text (cut in place; '#' starts a comment
+ * line); every helper fails the test with the file named on unexpected input. */
+typedef struct {
+    char *s;
+    const char *file;
+} tu_words;
+char *tu_word(tu_words *r);
+void tu_expect_word(tu_words *r, const char *want);
+double tu_number(tu_words *r);
+double tu_key_number(tu_words *r, const char *key); /* the word `key`, then a number */
+
 /* Fails the test unless text contains needle. */
 void tu_assert_has(const char *text, const char *needle);
 

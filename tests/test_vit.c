@@ -198,45 +198,6 @@ static void deit_formula(uint32_t k, int64_t n, int kind, float *dst)
 }
 
 typedef struct {
-    char *s;
-    const char *file;
-} deit_reader;
-
-static char *dr_word(deit_reader *r)
-{
-    for (;;) {
-        while (isspace((unsigned char)*r->s)) r->s++;
-        if (*r->s != '#') break;
-        while (*r->s && *r->s != '\n') r->s++;
-    }
-    if (!*r->s) fail_msg("%s: unexpected end of file", r->file);
-    char *w = r->s;
-    while (*r->s && !isspace((unsigned char)*r->s)) r->s++;
-    if (*r->s) *r->s++ = '\0';
-    return w;
-}
-
-static void dr_expect(deit_reader *r, const char *want)
-{
-    const char *w = dr_word(r);
-    if (strcmp(w, want) != 0) fail_msg("%s: expected '%s', found '%s'", r->file, want, w);
-}
-
-static double dr_number(deit_reader *r)
-{
-    char *w = dr_word(r), *end;
-    double v = strtod(w, &end);
-    if (*end) fail_msg("%s: '%s' is not a number", r->file, w);
-    return v;
-}
-
-static double dr_key(deit_reader *r, const char *key)
-{
-    dr_expect(r, key);
-    return dr_number(r);
-}
-
-typedef struct {
     double norm, sum, abssum, amax;
     int64_t idx[DEIT_SAMPLES];
     double val[DEIT_SAMPLES];
@@ -278,25 +239,25 @@ static void test_timm_conformance_deit_tiny(void **state)
     text[size] = '\0';
     fclose(f);
 
-    deit_reader r = {text, file};
-    dr_expect(&r, "vnm-vit-formula-fixture");
-    dr_expect(&r, "1");
-    dr_expect(&r, "model");
-    dr_expect(&r, "deit_tiny_patch16_224");
-    assert_true(dr_key(&r, "seed") == DEIT_SEED);
-    assert_true(dr_key(&r, "image_k") == DEIT_IMAGE_K);
-    dr_expect(&r, "input");
+    tu_words r = {text, file};
+    tu_expect_word(&r, "vnm-vit-formula-fixture");
+    tu_expect_word(&r, "1");
+    tu_expect_word(&r, "model");
+    tu_expect_word(&r, "deit_tiny_patch16_224");
+    assert_true(tu_key_number(&r, "seed") == DEIT_SEED);
+    assert_true(tu_key_number(&r, "image_k") == DEIT_IMAGE_K);
+    tu_expect_word(&r, "input");
     const int64_t B = 2, C = 3, HW = 224, K = 1000;
-    assert_true(dr_number(&r) == B && dr_number(&r) == C && dr_number(&r) == HW &&
-                dr_number(&r) == HW);
+    assert_true(tu_number(&r) == B && tu_number(&r) == C && tu_number(&r) == HW &&
+                tu_number(&r) == HW);
     int64_t labels[2];
-    dr_expect(&r, "labels");
-    for (int b = 0; b < B; b++) labels[b] = (int64_t)dr_number(&r);
-    dr_expect(&r, "logits");
-    assert_true(dr_number(&r) == B && dr_number(&r) == K);
+    tu_expect_word(&r, "labels");
+    for (int b = 0; b < B; b++) labels[b] = (int64_t)tu_number(&r);
+    tu_expect_word(&r, "logits");
+    assert_true(tu_number(&r) == B && tu_number(&r) == K);
     float want_logits[2 * 1000];
-    for (int64_t i = 0; i < B * K; i++) want_logits[i] = (float)dr_number(&r);
-    double want_loss = dr_key(&r, "loss");
+    for (int64_t i = 0; i < B * K; i++) want_logits[i] = (float)tu_number(&r);
+    double want_loss = tu_key_number(&r, "loss");
 
     vnm_vit_config cfg;
     char err[128];
@@ -305,26 +266,26 @@ static void test_timm_conformance_deit_tiny(void **state)
     vnm_vit *m = vnm_vit_new(ctx, &cfg);
     assert_non_null(m);
     assert_int_equal(vnm_vit_numel(m), 5717416);
-    int n_params = (int)dr_key(&r, "params");
+    int n_params = (int)tu_key_number(&r, "params");
     assert_int_equal(n_params, DEIT_PARAMS);
     assert_int_equal(vnm_vit_param_count(m), DEIT_PARAMS);
 
     static deit_grad_summary want[DEIT_PARAMS];
     for (int k = 0; k < n_params; k++) {
         vnm_vit_param p = vnm_vit_param_at(m, k);
-        dr_expect(&r, "param");
-        const char *name = dr_word(&r);
+        tu_expect_word(&r, "param");
+        const char *name = tu_word(&r);
         if (strcmp(name, p.name) != 0)
             fail_msg("%s: parameter %d is '%s' in timm's state dict, '%s' here", file, k, name,
                      p.name);
         int ndim = p.linear ? p.linear->wndim : p.tensor->ndim;
         const int64_t *shape = p.linear ? p.linear->wshape : p.tensor->shape;
-        assert_true(dr_key(&r, "shape") == ndim);
+        assert_true(tu_key_number(&r, "shape") == ndim);
         for (int d = 0; d < ndim; d++)
-            if (dr_number(&r) != (double)shape[d])
+            if (tu_number(&r) != (double)shape[d])
                 fail_msg("%s: '%s' dimension %d differs from timm's", file, name, d);
         bool ln_weight = !p.linear && p.tensor->ndim == 1 && ends_with(p.name, ".weight");
-        assert_true(dr_key(&r, "ln_weight") == ln_weight);
+        assert_true(tu_key_number(&r, "ln_weight") == ln_weight);
 
         int64_t n = vnm_numel(p.tensor);
         float *w = malloc((size_t)n * sizeof *w);
@@ -333,15 +294,15 @@ static void test_timm_conformance_deit_tiny(void **state)
         free(w);
 
         deit_grad_summary *s = &want[k];
-        s->norm = dr_key(&r, "norm");
-        s->sum = dr_key(&r, "sum");
-        s->abssum = dr_key(&r, "abssum");
-        s->amax = dr_key(&r, "amax");
-        assert_true(dr_key(&r, "samples") == DEIT_SAMPLES);
+        s->norm = tu_key_number(&r, "norm");
+        s->sum = tu_key_number(&r, "sum");
+        s->abssum = tu_key_number(&r, "abssum");
+        s->amax = tu_key_number(&r, "amax");
+        assert_true(tu_key_number(&r, "samples") == DEIT_SAMPLES);
         for (int j = 0; j < DEIT_SAMPLES; j++) {
-            s->idx[j] = (int64_t)dr_number(&r);
+            s->idx[j] = (int64_t)tu_number(&r);
             assert_true(s->idx[j] == j * (n - 1) / (DEIT_SAMPLES - 1));
-            s->val[j] = dr_number(&r);
+            s->val[j] = tu_number(&r);
         }
     }
 
