@@ -16,9 +16,9 @@ __device__ static inline void keep_block(uint8_t *keep, int64_t blk, int64_t n, 
                                          uint64_t seed, uint64_t offset)
 {
     uint32_t r[4];
-    vnm_philox_dev(seed, offset + (uint64_t)blk, 0, r);
+    vnm_philox4x32_10(seed, offset + (uint64_t)blk, 0, r);
     for (int j = 0; j < 4 && blk * 4 + j < n; j++)
-        keep[blk * 4 + j] = vnm_philox_uniform_dev(r[j]) >= p;
+        keep[blk * 4 + j] = vnm_philox_unit(r[j]) >= p;
 }
 
 __global__ static void dropout_fwd_kernel(float *y, uint8_t *mask, const float *x, int64_t n,

@@ -16,9 +16,9 @@ __global__ static void rng_uniform_kernel(float *x, int64_t n, float lo, float h
     for (int64_t blk = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; blk < blocks;
          blk += (int64_t)gridDim.x * blockDim.x) {
         uint32_t r[4];
-        vnm_philox_dev(seed, offset + (uint64_t)blk, 0, r);
+        vnm_philox4x32_10(seed, offset + (uint64_t)blk, 0, r);
         for (int j = 0; j < 4 && blk * 4 + j < n; j++)
-            x[blk * 4 + j] = __fadd_rn(lo, __fmul_rn(hi - lo, vnm_philox_uniform_dev(r[j])));
+            x[blk * 4 + j] = __fadd_rn(lo, __fmul_rn(hi - lo, vnm_philox_unit(r[j])));
     }
 }
 
@@ -30,7 +30,7 @@ __global__ static void rng_normal_kernel(float *x, int64_t n, float mean, float 
     for (int64_t blk = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; blk < blocks;
          blk += (int64_t)gridDim.x * blockDim.x) {
         uint32_t r[4];
-        vnm_philox_dev(seed, offset + (uint64_t)blk, 0, r);
+        vnm_philox4x32_10(seed, offset + (uint64_t)blk, 0, r);
         for (int j = 0; j < 4 && blk * 4 + j < n; j += 2) {
             /* u1 in (0, 1] so the log is finite */
             double u1 = ((r[j] >> 8) + 1.0) / 16777216.0;
