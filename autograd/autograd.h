@@ -232,6 +232,17 @@ vnm_tensor *vnm_log_softmax(vnm_ctx *ctx, vnm_tensor *x);
  * KV heads); scale <= 0 means 1/sqrt(D); causal aligns the last query with the last key. */
 vnm_tensor *vnm_attention(vnm_ctx *ctx, vnm_tensor *q, vnm_tensor *k, vnm_tensor *v, bool causal,
                           float scale);
+/* multi-head self-attention on a packed projection, as timm's Attention: qkv[B, T, 3·H·D] holds
+ * q, k, v, each [B, T, H, D], one after the other along the last dim; returns the attention of the
+ * H heads merged back token-major, [B, Tq, H·D]. The same as slicing, reshaping and permuting qkv
+ * into q, k, v [B, H, T, D], vnm_attention, and permuting back, minus the copies. queries > 0
+ * keeps only the first `queries` tokens as queries (Tq = queries; every token stays a key), for a
+ * last block whose only consumer is a class-token head; 0 means all (Tq = T). Causal attention
+ * needs all queries. */
+vnm_tensor *vnm_attention_qkv(vnm_ctx *ctx, vnm_tensor *qkv, int64_t heads, int64_t queries,
+                              bool causal, float scale);
+/* Whether a linear hook is installed (it wants to see every token of every linear's input). */
+bool vnm_ctx_has_linear_hook(const vnm_ctx *ctx);
 /* embedding: ids (i32/i64)[...] into table[V, D] → [..., D] */
 vnm_tensor *vnm_embedding(vnm_ctx *ctx, vnm_tensor *ids, vnm_tensor *table);
 /* rotary embedding, rotate-half (Hugging Face) pairing, on x[B, H, T, D] at positions

@@ -5,7 +5,9 @@
  * pointers to f32 data, contiguous row-major unless strides are passed, and sizes as int64_t.
  * Kernels whose name ends in _bwd accumulate (+=) into the gradient buffers they are given, so
  * gradients from several uses of a tensor add up; a NULL gradient pointer means "not needed".
- * An entry left NULL makes the op fail with "op X is not implemented on backend Y".
+ * (act_bwd_set and attention_bwd_strided with `overwrite` write instead, for new buffers.)
+ * An entry left NULL makes the op fail with "op X is not implemented on backend Y", except the
+ * entries marked optional, which the ops replace by copies and the other entries.
  * Kernels must be deterministic for a fixed thread count.
  */
 #ifndef VNM_BACKEND_H
@@ -23,6 +25,12 @@ typedef struct {
     int64_t shape[VNM_MAX_DIMS];
     int64_t strides[VNM_MAX_DIMS];
 } vnm_layout;
+
+/* Element strides of the batch, head and row dims of an attention operand [B, H, rows, D] whose
+ * last dim is contiguous. */
+typedef struct {
+    int64_t b, h, t;
+} vnm_attn_strides;
 
 typedef struct vnm_backend {
     const char *name;
@@ -67,6 +75,9 @@ typedef struct vnm_backend {
     /* activations */
     void (*act_fwd)(vnm_act act, float *y, const float *x, int64_t n);
     void (*act_bwd)(vnm_act act, float *dx, const float *x, const float *dy, int64_t n);
+    /* dx = dy·act'(x): act_bwd writing instead of adding, for a gradient buffer that is new
+     * (saves clearing it). Optional: NULL where a backend has only act_bwd. */
+    void (*act_bwd_set)(vnm_act act, float *dx, const float *x, const float *dy, int64_t n);
     void (*swiglu_fwd)(float *y, const float *gate, const float *up, int64_t n);
     void (*swiglu_bwd)(float *dgate, float *dup, const float *gate, const float *up,
                        const float *dy, int64_t n);
@@ -95,6 +106,26 @@ typedef struct vnm_backend {
     void (*attention_bwd)(float *dq, float *dk, float *dv, const float *dout, const float *p,
                           const float *q, const float *k, const float *v, int64_t B, int64_t Hq,
                           int64_t Hkv, int64_t T, int64_t S, int64_t D, float scale);
+
+    /* The same attention on strided views, so an op can read q, k, v straight out of a packed
+     * projection and write o in the token-major layout the next linear wants. Element (b, h, t, d)
+     * of q is q[b·qs.b + h·qs.h + t·qs.t + d]; likewise k, v (S rows), o, dout (T rows) and the
+     * gradients dq, dk, dv (laid out as q, k, v). Backward overwrites dq, dk, dv when `overwrite`
+     * (every element is written; they may share one buffer as long as they do not overlap), and
+     * adds into them otherwise. Optional: a backend without them leaves them NULL and the ops
+     * fall back on copies and the contiguous entries. */
+    void (*attention_fwd_strided)(float *o, vnm_attn_strides os, float *p, const float *q,
+                                  vnm_attn_strides qs, const float *k, vnm_attn_strides ks,
+                                  const float *v, vnm_attn_strides vs, int64_t B, int64_t Hq,
+                                  int64_t Hkv, int64_t T, int64_t S, int64_t D, bool causal,
+                                  float scale);
+    void (*attention_bwd_strided)(float *dq, vnm_attn_strides dqs, float *dk, vnm_attn_strides dks,
+                                  float *dv, vnm_attn_strides dvs, bool overwrite,
+                                  const float *dout, vnm_attn_strides dos, const float *p,
+                                  const float *q, vnm_attn_strides qs, const float *k,
+                                  vnm_attn_strides ks, const float *v, vnm_attn_strides vs,
+                                  int64_t B, int64_t Hq, int64_t Hkv, int64_t T, int64_t S,
+                                  int64_t D, float scale);
 
     /* embedding: ids are i32 (ids64 false) or i64; out[n, D] = table[ids[i]] */
     void (*embedding_fwd)(float *out, const void *ids, bool ids64, const float *table,

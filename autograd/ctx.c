@@ -134,6 +134,8 @@ void vnm_ctx_set_linear_hook(vnm_ctx *ctx, vnm_linear_hook hook, void *user)
     ctx->linear_hook_user = user;
 }
 
+bool vnm_ctx_has_linear_hook(const vnm_ctx *ctx) { return ctx->linear_hook != NULL; }
+
 void vnm_ctx_call_linear_hook(vnm_ctx *ctx, const char *weight_name, const vnm_tensor *x)
 {
     if (ctx->linear_hook) ctx->linear_hook(ctx->linear_hook_user, weight_name, x);

@@ -66,5 +66,11 @@ void vnm_profile_backward(vnm_ctx *ctx, vnm_node *node);
 
 /* Adds g (contiguous, t's shape) into t's gradient buffer when t requires grad. */
 void vnm_grad_accumulate(vnm_ctx *ctx, vnm_tensor *t, const vnm_tensor *g);
+/* The same for a g that the tape reads no more (an op's output gradient, handed to an input whose
+ * gradient it equals element for element, at the end of that op's backward): a step tensor t
+ * with no gradient yet takes g's storage as its gradient, which spares clearing a buffer and
+ * adding into it. Later gradients of t add into that storage, so after backward the output's
+ * gradient holds t's. */
+void vnm_grad_take(vnm_ctx *ctx, vnm_tensor *t, vnm_tensor *g);
 
 #endif

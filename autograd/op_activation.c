@@ -5,14 +5,17 @@
 
 static const char *const act_names[] = {"gelu", "gelu_tanh", "silu"};
 
-/* iarg[0]: the vnm_act */
+/* iarg[0]: the vnm_act. A new gradient buffer is written by act_bwd_set where the backend has it,
+ * rather than cleared and added into. */
 static void act_backward(vnm_ctx *ctx, vnm_node *node)
 {
     vnm_tensor *x = node->in[0];
-    vnm_tensor *dx = vnm_grad_buffer(ctx, x);
-    if (dx)
-        ctx->be->act_bwd((vnm_act)node->iarg[0], VNM_F32(dx), VNM_F32(x),
-                         VNM_F32(node->out->grad), vnm_numel(x));
+    const vnm_backend *be = ctx->be;
+    float beta = 1.0f;
+    vnm_tensor *dx = be->act_bwd_set ? vnm_grad_slot(ctx, x, &beta) : vnm_grad_buffer(ctx, x);
+    if (!dx) return;
+    (beta == 0.0f ? be->act_bwd_set : be->act_bwd)((vnm_act)node->iarg[0], VNM_F32(dx), VNM_F32(x),
+                                                   VNM_F32(node->out->grad), vnm_numel(x));
 }
 
 static vnm_tensor *activation(vnm_ctx *ctx, vnm_act act, vnm_tensor *x)

@@ -44,12 +44,18 @@ static bool broadcast_shape(vnm_ctx *ctx, const char *op, const vnm_tensor *a,
 /* x.grad += sum of g[out shape] over the dims x was broadcast along. */
 static void reduce_into(vnm_ctx *ctx, vnm_tensor *x, const vnm_tensor *g)
 {
-    vnm_tensor *gx = vnm_grad_buffer(ctx, x);
-    if (!gx) return;
     if (vnm_same_shape(x, g)) {
-        ctx->be->axpy(VNM_F32(gx), VNM_F32(g), 1.0f, vnm_numel(g));
+        float beta; /* a new buffer is written (a copy), not cleared and added into */
+        vnm_tensor *gx = vnm_grad_slot(ctx, x, &beta);
+        if (!gx) return;
+        if (beta == 0.0f)
+            ctx->be->copy(gx->data, g->data, (size_t)vnm_numel(g) * sizeof(float));
+        else
+            ctx->be->axpy(VNM_F32(gx), VNM_F32(g), 1.0f, vnm_numel(g));
         return;
     }
+    vnm_tensor *gx = vnm_grad_buffer(ctx, x);
+    if (!gx) return;
     vnm_layout d = broadcast_layout(gx, gx->strides, g->ndim, g->shape);
     vnm_layout s = vnm_layout_of(g);
     ctx->be->copy_strided(VNM_F32(gx), &d, VNM_F32(g), &s, true);
@@ -71,8 +77,12 @@ static void binary_backward(vnm_ctx *ctx, vnm_node *node)
     }
     switch (op) {
     case VNM_BINARY_ADD:
-        reduce_into(ctx, a, g);
+        /* b first: a may then take g itself as its gradient (a residual stream's sum) */
         reduce_into(ctx, b, g);
+        if (vnm_same_shape(a, g))
+            vnm_grad_take(ctx, a, g);
+        else
+            reduce_into(ctx, a, g);
         break;
     case VNM_BINARY_SUB:
         reduce_into(ctx, a, g);
@@ -110,7 +120,7 @@ static vnm_tensor *binary(vnm_ctx *ctx, vnm_binary_op op, vnm_tensor *a, vnm_ten
     int ndim;
     int64_t shape[VNM_MAX_DIMS];
     if (!broadcast_shape(ctx, name, a, b, &ndim, shape)) return NULL;
-    vnm_tensor *y = vnm_tensor_new(ctx, VNM_DTYPE_F32, ndim, shape);
+    vnm_tensor *y = vnm_tensor_empty(ctx, VNM_DTYPE_F32, ndim, shape); /* written whole */
     if (!y) return NULL;
     vnm_layout lo = vnm_layout_of(y);
     vnm_layout la = broadcast_layout(a, a->strides, ndim, shape);
@@ -153,7 +163,7 @@ vnm_tensor *vnm_scale(vnm_ctx *ctx, vnm_tensor *a, float s)
     if (!a || !vnm_check_f32(ctx, "scale", a, "input")) return NULL;
     a = vnm_contiguous(ctx, a);
     if (!a) return NULL;
-    vnm_tensor *y = vnm_tensor_like(ctx, a);
+    vnm_tensor *y = vnm_tensor_empty(ctx, VNM_DTYPE_F32, a->ndim, a->shape); /* written whole */
     if (!y) return NULL;
     ctx->be->scale(VNM_F32(y), VNM_F32(a), s, vnm_numel(a));
     vnm_node *node = vnm_tape_record(ctx, "scale", scale_backward, y, 1, &a);

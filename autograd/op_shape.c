@@ -1,34 +1,29 @@
 /* autograd/op_shape.c — reshape, transpose, permute, slice and split as views sharing storage;
  * contiguous and concat as copies. Backward of a view adds the output gradient into the input
- * gradient through the same strided mapping. */
+ * gradient through the same strided mapping; where the two gradients have the same layout
+ * (reshape, contiguous) the input takes the output's gradient itself, and where the mapping covers
+ * the whole input (permute, concat) a new input gradient is written rather than cleared first. */
 #include "internal.h"
 
-/* Accumulates g (contiguous, the view's shape) into x.grad seen through (strides, offset). */
-static void view_backward_into(vnm_ctx *ctx, vnm_tensor *x, const vnm_tensor *g,
-                               const int64_t *grad_strides, int64_t offset)
+/* Adds g (contiguous, the view's shape) into gx seen through (strides, offset), or writes it
+ * there when `write` (g then covers every element of gx). */
+static void view_backward_into(vnm_ctx *ctx, vnm_tensor *gx, const vnm_tensor *g,
+                               const int64_t *grad_strides, int64_t offset, bool write)
 {
-    vnm_tensor *gx = vnm_grad_buffer(ctx, x);
-    if (!gx) return;
     vnm_layout d, s = vnm_layout_of(g);
     d.ndim = g->ndim;
     for (int i = 0; i < VNM_MAX_DIMS; i++) {
         d.shape[i] = i < g->ndim ? g->shape[i] : 1;
         d.strides[i] = i < g->ndim ? grad_strides[i] : 0;
     }
-    ctx->be->copy_strided(VNM_F32(gx) + offset, &d, VNM_F32(g), &s, true);
+    ctx->be->copy_strided(VNM_F32(gx) + offset, &d, VNM_F32(g), &s, !write);
 }
 
-/* Same-order backward (reshape, contiguous): element i of out is element i of in. */
+/* Same-order backward (reshape, contiguous): element i of out is element i of in, and x.grad
+ * has the layout of out.grad (both contiguous), so x may take out.grad as it is. */
 static void flat_backward(vnm_ctx *ctx, vnm_node *node)
 {
-    vnm_grad_accumulate(ctx, node->in[0], node->out->grad);
-}
-
-static void contiguous_backward(vnm_ctx *ctx, vnm_node *node)
-{
-    vnm_tensor *x = node->in[0];
-    vnm_tensor *gx = vnm_grad_buffer(ctx, x);
-    if (gx) view_backward_into(ctx, x, node->out->grad, gx->strides, 0);
+    vnm_grad_take(ctx, node->in[0], node->out->grad);
 }
 
 vnm_tensor *vnm_contiguous(vnm_ctx *ctx, vnm_tensor *x)
@@ -36,11 +31,11 @@ vnm_tensor *vnm_contiguous(vnm_ctx *ctx, vnm_tensor *x)
     if (!x) return NULL;
     if (vnm_is_contiguous(x)) return x;
     if (!vnm_check_f32(ctx, "contiguous", x, "input")) return NULL;
-    vnm_tensor *y = vnm_tensor_like(ctx, x);
+    vnm_tensor *y = vnm_tensor_empty(ctx, VNM_DTYPE_F32, x->ndim, x->shape); /* written whole */
     if (!y) return NULL;
     vnm_layout d = vnm_layout_of(y), s = vnm_layout_of(x);
     ctx->be->copy_strided(VNM_F32(y), &d, VNM_F32(x), &s, false);
-    vnm_tape_record(ctx, "contiguous", contiguous_backward, y, 1, &x);
+    vnm_tape_record(ctx, "contiguous", flat_backward, y, 1, &x);
     return y;
 }
 
@@ -89,11 +84,12 @@ vnm_tensor *vnm_reshape(vnm_ctx *ctx, vnm_tensor *x, int ndim, const int64_t *sh
 static void permute_backward(vnm_ctx *ctx, vnm_node *node)
 {
     vnm_tensor *x = node->in[0];
-    vnm_tensor *gx = vnm_grad_buffer(ctx, x);
+    float beta; /* a permutation covers every element: a new buffer is written, not cleared */
+    vnm_tensor *gx = vnm_grad_slot(ctx, x, &beta);
     if (!gx) return;
     int64_t strides[VNM_MAX_DIMS];
     for (int i = 0; i < x->ndim; i++) strides[i] = gx->strides[node->iarg[i]];
-    view_backward_into(ctx, x, node->out->grad, strides, 0);
+    view_backward_into(ctx, gx, node->out->grad, strides, 0, beta == 0.0f);
 }
 
 vnm_tensor *vnm_permute(vnm_ctx *ctx, vnm_tensor *x, const int *perm)
@@ -141,7 +137,7 @@ static void slice_backward(vnm_ctx *ctx, vnm_node *node)
     vnm_tensor *gx = vnm_grad_buffer(ctx, x);
     if (!gx) return;
     int64_t offset = node->iarg[1] * gx->strides[node->iarg[0]];
-    view_backward_into(ctx, x, node->out->grad, gx->strides, offset);
+    view_backward_into(ctx, gx, node->out->grad, gx->strides, offset, false);
 }
 
 vnm_tensor *vnm_slice(vnm_ctx *ctx, vnm_tensor *x, int dim, int64_t start, int64_t end)
@@ -205,12 +201,13 @@ static void concat_backward(vnm_ctx *ctx, vnm_node *node)
     int64_t start = 0;
     for (int i = 0; i < ci->n; i++) {
         vnm_tensor *x = ci->xs[i];
-        vnm_tensor *gx = vnm_grad_buffer(ctx, x);
+        float beta; /* x's part of g covers all of x: a new buffer is written, not cleared */
+        vnm_tensor *gx = vnm_grad_slot(ctx, x, &beta);
         if (gx) {
             vnm_layout dl = vnm_layout_of(gx), sl = vnm_layout_of(gx);
             for (int k = 0; k < g->ndim; k++) sl.strides[k] = g->strides[k];
             ctx->be->copy_strided(VNM_F32(gx), &dl, VNM_F32(g) + start * g->strides[d], &sl,
-                                  true);
+                                  beta != 0.0f);
         }
         start += x->shape[d];
     }
@@ -248,7 +245,7 @@ vnm_tensor *vnm_concat(vnm_ctx *ctx, int n, vnm_tensor *const *xs, int dim)
     for (int k = 0; k < xs[0]->ndim; k++) shape[k] = xs[0]->shape[k];
     shape[d] = 0;
     for (int i = 0; i < n; i++) shape[d] += xs[i]->shape[d];
-    vnm_tensor *y = vnm_tensor_new(ctx, VNM_DTYPE_F32, xs[0]->ndim, shape);
+    vnm_tensor *y = vnm_tensor_empty(ctx, VNM_DTYPE_F32, xs[0]->ndim, shape); /* written whole */
     if (!y) return NULL;
     int64_t start = 0;
     bool any_grad = false;

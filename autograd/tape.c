@@ -62,6 +62,19 @@ void vnm_grad_accumulate(vnm_ctx *ctx, vnm_tensor *t, const vnm_tensor *g)
     if (buf) ctx->be->axpy(VNM_F32(buf), VNM_F32(g), 1.0f, vnm_numel(buf));
 }
 
+void vnm_grad_take(vnm_ctx *ctx, vnm_tensor *t, vnm_tensor *g)
+{
+    if (!t || !t->requires_grad) return;
+    if (!t->grad && !t->persistent && !g->persistent && vnm_is_contiguous(g) &&
+        vnm_numel(g) == vnm_numel(t)) {
+        int64_t strides[VNM_MAX_DIMS];
+        vnm_contiguous_strides(t->ndim, t->shape, strides);
+        t->grad = vnm_tensor_view(ctx, g, t->ndim, t->shape, strides, 0);
+        return;
+    }
+    vnm_grad_accumulate(ctx, t, g);
+}
+
 void vnm_zero_grad(vnm_ctx *ctx, vnm_tensor *const *params, int n)
 {
     for (int i = 0; i < n; i++)

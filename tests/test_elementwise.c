@@ -176,9 +176,52 @@ static void test_binary_shape_errors(void **state)
     tu_assert_error(ctx, "b must be f32");
 }
 
+
+/* Same-shape contiguous operands take one flat loop split in blocks over threads (above its
+ * threshold, with a partial last block); a broadcast still goes row by row. */
+static void test_binary_large_contiguous(void **state)
+{
+    vnm_ctx *ctx = *state;
+    op_fn ops[] = {vnm_add, vnm_sub, vnm_mul, vnm_div};
+    ref_fn refs[] = {r_add, r_sub, r_mul, r_div};
+    for (int k = 0; k < 4; k++) {
+        vnm_ctx_reset_step(ctx);
+        check_binary(ctx, ops[k], refs[k], 2, VNM_SHAPE(300, 131), 2, VNM_SHAPE(300, 131), 0.5f);
+        check_binary(ctx, ops[k], refs[k], 1, VNM_SHAPE(7), 1, VNM_SHAPE(7), 0.5f);
+        check_binary(ctx, ops[k], refs[k], 3, VNM_SHAPE(40, 17, 96), 1, VNM_SHAPE(96), 0.5f);
+    }
+}
+
+/* Backward hands an output's gradient down to a step tensor that has none yet (add's first
+ * operand, reshape, contiguous) instead of clearing a buffer and adding; a permutation or a
+ * concat writes a new gradient instead of adding into zeros. A tensor reached along several such
+ * paths must still sum them all. */
+static vnm_tensor *f_gradient_handoffs(vnm_ctx *ctx, vnm_tensor **in, void *user)
+{
+    (void)user;
+    vnm_tensor *h = vnm_mul(ctx, in[0], in[0]);                        /* [4, 6], a step tensor */
+    vnm_tensor *a = vnm_add(ctx, vnm_add(ctx, h, in[1]), h);           /* h twice */
+    vnm_tensor *r = vnm_reshape(ctx, h, 2, VNM_SHAPE(6, 4));           /* a view of h */
+    vnm_tensor *t = vnm_contiguous(ctx, vnm_transpose(ctx, h, 0, 1));  /* [6, 4], a copy */
+    vnm_tensor *c = vnm_concat(ctx, 2, (vnm_tensor *[]){t, r}, 0);     /* [12, 4] */
+    vnm_tensor *s = vnm_add(ctx, vnm_reshape(ctx, a, 2, VNM_SHAPE(12, 2)),
+                            vnm_reshape(ctx, vnm_slice(ctx, c, 1, 0, 2), 2, VNM_SHAPE(12, 2)));
+    return vnm_add(ctx, s, vnm_reshape(ctx, h, 2, VNM_SHAPE(12, 2)));
+}
+
+static void test_gradient_handoffs_gradcheck(void **state)
+{
+    vnm_ctx *ctx = *state;
+    vnm_tensor *in[2] = {tu_param(ctx, 2, VNM_SHAPE(4, 6), -1, 1),
+                         tu_param(ctx, 2, VNM_SHAPE(4, 6), -1, 1)};
+    tu_gradcheck(ctx, f_gradient_handoffs, 2, in, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_binary_large_contiguous, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_gradient_handoffs_gradcheck, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_add_same_shape, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_add_broadcast_bias, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_sub_broadcast_both, tu_setup, tu_teardown),

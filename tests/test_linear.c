@@ -1,7 +1,9 @@
 /* tests/test_linear.c — linear and batched matmul: forward against a naive double reference,
  * finite-difference gradients, shape errors. */
+#include <math.h>
 #include <stdlib.h>
 
+#include "autograd/backend.h"
 #include "test_util.h"
 
 static void ref_linear(const float *x, const float *w, const float *b, double *y, int64_t T,
@@ -232,9 +234,44 @@ static void test_matmul_shape_errors(void **state)
     tu_assert_error(ctx, "b must have 2 to 4 dims");
 }
 
+
+/* beta = 0 means C is not read (the CPU kernel clears it itself, faster than OpenBLAS does): NaN
+ * in C does not leak into the product, and a C with a row stride wider than N keeps its gaps. */
+static void test_gemm_beta_zero_ignores_c(void **state)
+{
+    (void)state;
+    const vnm_backend *be = vnm_backend_cpu();
+    enum { M = 300, N = 70, K = 33, LDC = 75 };
+    float *a = malloc(M * K * sizeof *a), *b = malloc(K * N * sizeof *b);
+    float *c = malloc(M * LDC * sizeof *c);
+    for (int i = 0; i < M * K; i++) a[i] = sinf(0.1f * (float)i);
+    for (int i = 0; i < K * N; i++) b[i] = cosf(0.2f * (float)i);
+    for (int i = 0; i < M * LDC; i++) c[i] = NAN;
+    be->gemm(false, false, M, N, K, 1.0f, a, K, b, N, 0.0f, c, LDC);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < LDC; j++) {
+            if (j >= N) {
+                assert_true(isnan(c[i * LDC + j]));
+                continue;
+            }
+            double want = 0;
+            for (int k = 0; k < K; k++) want += (double)a[i * K + k] * b[k * N + j];
+            assert_true(fabs(c[i * LDC + j] - want) <= 1e-5 * (1 + fabs(want)));
+        }
+    for (int i = 0; i < M * LDC; i++) c[i] = NAN; /* the batched entry, 3 matrices of M/3 rows */
+    be->gemm_batched(false, false, M / 3, N, K, 1.0f, a, K, (M / 3) * K, b, N, 0, 0.0f, c, LDC,
+                     (M / 3) * LDC, 3);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) assert_true(isfinite(c[i * LDC + j]));
+    free(a);
+    free(b);
+    free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gemm_beta_zero_ignores_c),
         cmocka_unit_test_setup_teardown(test_linear_forward_2d, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_linear_forward_3d_no_bias, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_linear_forward_4d, tu_setup, tu_teardown),

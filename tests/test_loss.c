@@ -8,6 +8,7 @@
 #include <omp.h>
 #endif
 
+#include "autograd/cpu/simd.h"
 #include "test_util.h"
 
 /* torch.nn.functional.cross_entropy(reduction='mean') written out in double; y or t is NULL.
@@ -369,9 +370,34 @@ static void test_loss_shape_errors(void **state)
     assert_int_equal(vnm_ctx_status(ctx), VNM_OK);
 }
 
+
+/* The row softmax the kernel shares with softmax and attention, portable and AVX2 (the default
+ * where the CPU has it): the same references hold for both. */
+static void test_ce_both_kernels(void **state)
+{
+    vnm_ctx *ctx = *state;
+    for (int portable = 0; portable <= 1; portable++) {
+        vnm_cpu_force_portable(portable);
+        for (int64_t C = 1; C <= 19; C += 3) {
+            vnm_ctx_reset_step(ctx);
+            check_ce_forward(ctx, 37, C, false, 5, -100, 0.1f);
+        }
+        vnm_ctx_reset_step(ctx);
+        check_ce_forward(ctx, 300, 101, true, 7, -100, 0.0f);
+    }
+    vnm_cpu_force_portable(false);
+}
+
+static int reset_kernels(void **state)
+{
+    vnm_cpu_force_portable(false);
+    return tu_teardown(state);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_ce_both_kernels, tu_setup, reset_kernels),
         cmocka_unit_test_setup_teardown(test_ce_forward_i32, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_ce_forward_i64, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_ce_forward_ignore_index, tu_setup, tu_teardown),

@@ -9,6 +9,7 @@
 #include <omp.h>
 #endif
 
+#include "autograd/cpu/simd.h"
 #include "test_util.h"
 
 static const float LN_EPS = 1e-5f, RMS_EPS = 1e-6f;
@@ -345,9 +346,76 @@ static void test_norm_errors(void **state)
     assert_int_equal(vnm_ctx_status(ctx), VNM_OK);
 }
 
+
+/* The AVX2 row kernels (the default where the CPU has them) and the portable ones: each against
+ * the references, on rows that are whole vectors (96, the quickstart's) and that are not, and
+ * with each other; the weight and bias gradients add the same products in the same order. */
+static void norm_run(vnm_ctx *ctx, bool center, vnm_tensor **in, float **out)
+{
+    vnm_ctx_reset_step(ctx);
+    vnm_zero_grad(ctx, in, 3);
+    vnm_tensor *y = center ? f_layernorm(ctx, in, NULL) : f_rmsnorm(ctx, in, NULL);
+    assert_non_null(y);
+    int64_t n = vnm_numel(y);
+    float *hr = malloc((size_t)n * sizeof *hr); /* the same weights for both kernels */
+    for (int64_t i = 0; i < n; i++) hr[i] = sinf(0.7f * (float)i);
+    vnm_tensor *r = vnm_tensor_from(ctx, VNM_DTYPE_F32, y->ndim, y->shape, hr);
+    free(hr);
+    assert_int_equal(vnm_backward(ctx, vnm_sum(ctx, vnm_mul(ctx, y, r), VNM_ALL_DIMS, false)),
+                     VNM_OK);
+    out[0] = tu_host(ctx, y);
+    out[1] = tu_host(ctx, in[0]->grad);
+    out[2] = tu_host(ctx, in[1]->grad);
+    out[3] = center ? tu_host(ctx, in[2]->grad) : NULL;
+}
+
+static void test_norm_both_kernels(void **state)
+{
+    vnm_ctx *ctx = *state;
+    const int64_t dims[] = {96, 13, 8, 40};
+    for (int center = 0; center <= 1; center++)
+        for (int k = 0; k < 4; k++) {
+            int64_t D = dims[k], rows = 150;
+            vnm_tensor *in[3] = {tu_param(ctx, 2, VNM_SHAPE(rows, D), -1, 3),
+                                 tu_param(ctx, 1, VNM_SHAPE(D), 0.5f, 1.5f),
+                                 center ? tu_param(ctx, 1, VNM_SHAPE(D), -1, 1) : NULL};
+            float *got[2][4];
+            for (int portable = 0; portable <= 1; portable++) {
+                vnm_cpu_force_portable(portable);
+                check_norm(ctx, center, in[0], in[1], in[2]);
+                norm_run(ctx, center, in, got[portable]);
+            }
+            vnm_cpu_force_portable(false);
+            int64_t sizes[4] = {rows * D, rows * D, D, D};
+            for (int t = 0; t < (center ? 4 : 3); t++) {
+                double *w = malloc((size_t)sizes[t] * sizeof *w);
+                for (int64_t i = 0; i < sizes[t]; i++) w[i] = got[1][t][i];
+                tu_assert_close(got[0][t], w, sizes[t], 1e-6, 1e-5, "avx2 vs portable norm");
+                free(w);
+            }
+            for (int portable = 0; portable <= 1; portable++)
+                for (int t = 0; t < 4; t++) free(got[portable][t]);
+        }
+    for (int portable = 0; portable <= 1; portable++) { /* the gradients on their own too */
+        vnm_cpu_force_portable(portable);
+        vnm_tensor *in[3] = {tu_param(ctx, 2, VNM_SHAPE(3, 19), -1, 1),
+                             tu_param(ctx, 1, VNM_SHAPE(19), -1, 1),
+                             tu_param(ctx, 1, VNM_SHAPE(19), -1, 1)};
+        tu_gradcheck(ctx, f_layernorm, 3, in, NULL);
+        tu_gradcheck(ctx, f_rmsnorm, 2, in, NULL);
+    }
+}
+
+static int reset_kernels(void **state)
+{
+    vnm_cpu_force_portable(false);
+    return tu_teardown(state);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_norm_both_kernels, tu_setup, reset_kernels),
         cmocka_unit_test_setup_teardown(test_layernorm_forward, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_rmsnorm_forward, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_norm_forward_optional_args, tu_setup, tu_teardown),

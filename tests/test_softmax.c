@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "autograd/cpu/simd.h"
 #include "test_util.h"
 
 /* Row-wise softmax (or log-softmax) of x[rows, D] in double. */
@@ -212,9 +213,34 @@ static void test_softmax_errors(void **state)
     assert_int_equal(vnm_ctx_status(ctx), VNM_OK);
 }
 
+
+/* The AVX2 row (the default where the CPU has it) and the portable row, on every row length from
+ * 1 to 40 (whole vectors, partial last vectors), the shapes above and inputs of magnitude 1000. */
+static void test_softmax_both_kernels(void **state)
+{
+    vnm_ctx *ctx = *state;
+    for (int portable = 0; portable <= 1; portable++) {
+        vnm_cpu_force_portable(portable);
+        for (int64_t D = 1; D <= 40; D++)
+            for (int take_log = 0; take_log <= 1; take_log++)
+                check_softmax(ctx, tu_param(ctx, 2, VNM_SHAPE(3, D), -8, 8), take_log);
+        check_softmax_shapes(ctx, false);
+        check_softmax_shapes(ctx, true);
+        test_softmax_large_inputs(state);
+    }
+    vnm_cpu_force_portable(false);
+}
+
+static int reset_kernels(void **state)
+{
+    vnm_cpu_force_portable(false);
+    return tu_teardown(state);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_softmax_both_kernels, tu_setup, reset_kernels),
         cmocka_unit_test_setup_teardown(test_softmax_forward, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_log_softmax_forward, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_softmax_forward_transposed_view, tu_setup,

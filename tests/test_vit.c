@@ -809,9 +809,74 @@ static void test_sparse_linear_swap(void **state)
     vnm_vit_free(m);
 }
 
+
+static void no_hook(void *user, const char *weight_name, const vnm_tensor *x)
+{
+    (void)user, (void)weight_name, (void)x;
+}
+
+/* The last block computes only the rows the heads read (class and distillation tokens) after its
+ * keys and values; with a linear hook installed (calibration sees every token) it computes them
+ * all. Both give the same logits and the same gradient of every parameter. */
+static void test_last_block_prefix_rows(void **state)
+{
+    vnm_ctx *ctx = *state;
+    for (int distilled = 0; distilled <= 1; distilled++) {
+        vnm_vit_config cfg = fixture_config(distilled);
+        vnm_vit *m = vnm_vit_new(ctx, &cfg);
+        assert_non_null(m);
+        randomise(ctx, m);
+        float *images = random_images(2 * 16 * 16, 11u + (unsigned)distilled);
+        vnm_ctx_set_training(ctx, distilled);
+        int np = vnm_vit_param_count(m);
+        float *out[2], **grads[2];
+        int64_t nout = 0;
+        for (int full = 0; full <= 1; full++) {
+            vnm_ctx_set_linear_hook(ctx, full ? no_hook : NULL, NULL);
+            vnm_ctx_reset_step(ctx);
+            for (int i = 0; i < np; i++) {
+                vnm_tensor *p = vnm_vit_param_at(m, i).tensor;
+                vnm_zero_grad(ctx, &p, 1);
+            }
+            fwd_case c = {m, images, distilled};
+            vnm_tensor *y = f_vit(ctx, NULL, &c); /* [2, classes] */
+            assert_non_null(y);
+            nout = vnm_numel(y);
+            out[full] = tu_host(ctx, y);
+            assert_int_equal(vnm_backward(ctx, vnm_sum(ctx, vnm_mul(ctx, y, y), VNM_ALL_DIMS,
+                                                       false)),
+                             VNM_OK);
+            grads[full] = calloc((size_t)np, sizeof *grads[full]);
+            for (int i = 0; i < np; i++) {
+                vnm_tensor *p = vnm_vit_param_at(m, i).tensor;
+                if (p->grad) grads[full][i] = tu_host(ctx, p->grad);
+            }
+        }
+        vnm_ctx_set_linear_hook(ctx, NULL, NULL);
+        vnm_ctx_set_training(ctx, false);
+        if (rel_err(out[0], out[1], nout) > 1e-5) fail_msg("logits differ");
+        for (int i = 0; i < np; i++) {
+            vnm_vit_param p = vnm_vit_param_at(m, i);
+            assert_true((grads[0][i] == NULL) == (grads[1][i] == NULL));
+            if (grads[0][i] && rel_err(grads[0][i], grads[1][i], vnm_numel(p.tensor)) > 1e-4)
+                fail_msg("gradient of '%s' differs: %g", p.name,
+                         rel_err(grads[0][i], grads[1][i], vnm_numel(p.tensor)));
+            free(grads[0][i]);
+            free(grads[1][i]);
+        }
+        free(grads[0]);
+        free(grads[1]);
+        free(out[0]);
+        free(out[1]);
+        free(images);
+        vnm_vit_free(m);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_last_block_prefix_rows, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_timm_conformance, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_timm_conformance_distilled, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_timm_conformance_deit_tiny, tu_setup, tu_teardown),

@@ -25,7 +25,7 @@ static void cpu_sum_squares(double *out, const float *x, int64_t n)
     if (block < SUMSQ_MIN_BLOCK) block = SUMSQ_MIN_BLOCK;
     int64_t blocks = (n + block - 1) / block;
     double partial[SUMSQ_MAX_BLOCKS];
-#pragma omp parallel for schedule(static) if (n > 65536)
+#pragma omp parallel for schedule(static) if (n > 4 * SUMSQ_MIN_BLOCK)
     for (int64_t b = 0; b < blocks; b++) {
         int64_t end = (b + 1) * block < n ? (b + 1) * block : n;
         double acc = 0.0;
@@ -40,21 +40,29 @@ static void cpu_sum_squares(double *out, const float *x, int64_t n)
 /* An update over elements [lo, hi); args points to the kernel's argument struct. */
 typedef void (*range_fn)(const void *args, int64_t lo, int64_t hi);
 
-/* Elementwise updates: any split gives the same result; chunks keep each call's loop long. */
+/* Elementwise updates: any split gives the same result; chunks keep each call's loop long. A
+ * transformer's weight matrices are a few 10⁴ elements each: two chunks already pay for a
+ * thread team (the optimiser step is memory-bound, and a second core adds bandwidth). */
 static void run_chunks(range_fn fn, const void *args, int64_t n)
 {
-    enum { CHUNK = 16384 };
+    enum { CHUNK = 8192 };
     int64_t chunks = (n + CHUNK - 1) / CHUNK;
-#pragma omp parallel for schedule(static) if (n > 65536)
+#pragma omp parallel for schedule(static) if (n > 2 * CHUNK)
     for (int64_t c = 0; c < chunks; c++)
         fn(args, c * CHUNK, (c + 1) * CHUNK < n ? (c + 1) * CHUNK : n);
 }
 
-/* fn_plain and fn_fma from one always-inline loop fn (OpenMP must stay outside it: an outlined
- * parallel region would not inherit the target). */
+/* fn_plain, fn_fma and fn_avx2 from one always-inline loop fn (OpenMP must stay outside it: an
+ * outlined parallel region would not inherit the target). The AVX2 copy only runs the same
+ * operations 8 wide: sqrt, division and fma round the same at any width. */
 #define RANGE_VARIANTS(fn)                                                                         \
     static void fn##_plain(const void *a, int64_t lo, int64_t hi) { fn(a, lo, hi); }               \
     __attribute__((target("fma"))) static void fn##_fma(const void *a, int64_t lo, int64_t hi)     \
+    {                                                                                              \
+        fn(a, lo, hi);                                                                             \
+    }                                                                                              \
+    __attribute__((target("avx2,fma"))) static void fn##_avx2(const void *a, int64_t lo,           \
+                                                               int64_t hi)                         \
     {                                                                                              \
         fn(a, lo, hi);                                                                             \
     }
@@ -157,6 +165,10 @@ void vnm_cpu_register_optim(vnm_backend *be)
     if (__builtin_cpu_supports("fma")) {
         sgd_run = sgd_range_fma;
         adamw_run = adamw_range_fma;
+    }
+    if (__builtin_cpu_supports("fma") && __builtin_cpu_supports("avx2")) {
+        sgd_run = sgd_range_avx2;
+        adamw_run = adamw_range_avx2;
     }
     be->sum_squares = cpu_sum_squares;
     be->sgd_step = cpu_sgd_step;

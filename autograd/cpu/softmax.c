@@ -1,10 +1,26 @@
 /* autograd/cpu/softmax.c — softmax and log-softmax over the rows of x[rows, D], forward and
  * backward. The row maximum is subtracted before exponentiating so no exp overflows, whatever the
- * magnitude of the inputs; rows are independent, so threads split them. */
+ * magnitude of the inputs; rows are independent, so threads split them. Also the choice between
+ * the portable and the AVX2 row of softmax_row.h (vnm_cpu_softmax_row). */
 #include <math.h>
 
 #include "../backend.h"
 #include "softmax_row.h"
+
+#if VNM_CPU_X86
+static VNM_CPU_AVX2 double softmax_row_avx2(float *y, const float *x, int64_t n)
+{
+    return vnm_cpu_softmax_row_avx2(y, x, n);
+}
+#endif
+
+double vnm_cpu_softmax_row(float *y, const float *x, int64_t n)
+{
+#if VNM_CPU_X86
+    if (vnm_cpu_use_avx2()) return softmax_row_avx2(y, x, n);
+#endif
+    return vnm_cpu_softmax_row_portable(y, x, n);
+}
 
 static void cpu_softmax_fwd(float *y, const float *x, int64_t rows, int64_t D, bool take_log)
 {

@@ -345,14 +345,17 @@ static vnm_tensor *patchify(vnm_ctx *ctx, const vnm_vit *m, vnm_tensor *images)
     return vnm_reshape(ctx, x, 3, VNM_SHAPE(B, g * g, C * p * p));              // [B, N, Cpp]
 }
 
-/* x[B, T, D] → x + drop_path(proj(attention(qkv(norm1(x))))) */
-static vnm_tensor *attn_branch(vnm_ctx *ctx, const vnm_vit *m, vnm_vit_block *b, vnm_tensor *x)
+/* x[B, T, D] → x + drop_path(proj(attention(qkv(norm1(x))))), on the first `keep` tokens only
+ * when keep > 0 (their queries against every token's keys): [B, keep, D] */
+static vnm_tensor *attn_branch(vnm_ctx *ctx, const vnm_vit *m, vnm_vit_block *b, vnm_tensor *x,
+                               int64_t keep)
 {
     vnm_tensor *h = vnm_layernorm(ctx, x, b->norm1_w, b->norm1_b, VNM_VIT_LN_EPS); // [B, T, D]
     vnm_tensor *qkv = vnm_vit_linear_forward(ctx, &b->qkv, h);                    // [B, T, 3D]
     /* q, k, v read in place as [B, H, T, hd] heads; the result comes back as [B, T, D] */
-    vnm_tensor *a = vnm_attention_qkv(ctx, qkv, m->cfg.num_heads, false, 0.0f);
+    vnm_tensor *a = vnm_attention_qkv(ctx, qkv, m->cfg.num_heads, keep, false, 0.0f);
     a = vnm_vit_linear_forward(ctx, &b->proj, a);
+    if (keep > 0 && x) x = vnm_slice(ctx, x, 1, 0, keep); // [B, keep, D]
     return vnm_add(ctx, x, vnm_drop_path(ctx, a, b->drop_path));
 }
 
@@ -401,8 +404,14 @@ vnm_tensor *vnm_vit_forward(vnm_ctx *ctx, vnm_vit *m, vnm_tensor *images,
         parts[1] = x;
     }
     x = vnm_add(ctx, vnm_concat(ctx, n, parts, 1), m->pos_embed); // [B, T, D]
+    /* The heads read the prefix tokens (class, distillation) of the last block's output alone,
+     * so that block computes only their rows after its keys and values: the same logits and
+     * gradients for 1/T of its attention output, projection and MLP. Not while a linear hook
+     * (calibration) wants every token's activations. */
+    int64_t keep = vnm_ctx_has_linear_hook(ctx) ? 0 : m->num_prefix;
     for (int64_t i = 0; i < c->depth; i++)
-        x = mlp_branch(ctx, &m->blocks[i], attn_branch(ctx, m, &m->blocks[i], x));
+        x = mlp_branch(ctx, &m->blocks[i],
+                       attn_branch(ctx, m, &m->blocks[i], x, i == c->depth - 1 ? keep : 0));
     x = vnm_layernorm(ctx, x, m->norm_w, m->norm_b, VNM_VIT_LN_EPS);
     if (!x) return NULL;
     vnm_tensor *logits = pool_head(ctx, &m->head, x, 0); // [B, classes]
