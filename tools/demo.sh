@@ -36,4 +36,7 @@ for s in stages:
     print(f"  {s:<14} top-1 {100 * last(s):6.2f} %" + (f"   {sp:7.0f} img/s" if sp == sp else ""))
 PY
 build/train/vnm inspect "$out"
+ckpt="$out/ckpt/$(cat "$out/ckpt/latest")"
+/usr/bin/python3 tools/check_checkpoint_h5py.py "$ckpt" >"$out/h5py.txt"
+echo "h5py reads $ckpt: $(wc -l <"$out/h5py.txt") attributes and datasets listed in $out/h5py.txt"
 /usr/bin/python3 tools/plot_metrics.py "$out" || true
