@@ -176,18 +176,20 @@ static int setup_data(trainer *t)
     const char *dir = r->data.path;
     struct stat sb;
     if (!strcmp(dir, "data/fashion_mnist") && stat(dir, &sb) != 0) dir = VNM_FASHION_MNIST_DIR;
-    if (vnm_fashion_mnist_load(dir, true, &t->train_ds, t->err, sizeof t->err) ||
+    /* a read-only restore (`vnm eval`) needs the test split only */
+    if ((!t->read_only &&
+         vnm_fashion_mnist_load(dir, true, &t->train_ds, t->err, sizeof t->err)) ||
         vnm_fashion_mnist_load(dir, false, &t->test_ds, t->err, sizeof t->err))
         return fail(t, 2, "data.path: %s", t->err);
-    if (r->model.in_chans != t->train_ds.channels || r->model.image_size != t->train_ds.height ||
-        r->model.image_size != t->train_ds.width)
+    const vnm_dataset *ds = &t->test_ds;
+    if (r->model.in_chans != ds->channels || r->model.image_size != ds->height ||
+        r->model.image_size != ds->width)
         return fail(t, 2, "model: in_chans %lld and image_size %lld must match the data "
                           "(%d channels, %d×%d)", (long long)r->model.in_chans,
-                    (long long)r->model.image_size, t->train_ds.channels, t->train_ds.height,
-                    t->train_ds.width);
-    if (r->model.num_classes != t->train_ds.classes)
+                    (long long)r->model.image_size, ds->channels, ds->height, ds->width);
+    if (r->model.num_classes != ds->classes)
         return fail(t, 2, "model.num_classes: %lld, the data has %d classes",
-                    (long long)r->model.num_classes, t->train_ds.classes);
+                    (long long)r->model.num_classes, ds->classes);
     vnm_loader_config lc = vnm_loader_config_default();
     lc.batch = r->data.batch_size;
     lc.seed = (uint64_t)r->run.seed;
@@ -197,8 +199,9 @@ static int setup_data(trainer *t)
     lc.augment = r->data.augment.flip || lc.pad > 0;
     lc.mean = VNM_FASHION_MNIST_MEAN;
     lc.std = VNM_FASHION_MNIST_STD;
-    lc.prefetch = r->data.workers > 0 && !t->read_only;
-    if (vnm_loader_create(&t->train_ds, &lc, &t->train_ld, t->err, sizeof t->err))
+    lc.prefetch = r->data.workers > 0;
+    if (!t->read_only &&
+        vnm_loader_create(&t->train_ds, &lc, &t->train_ld, t->err, sizeof t->err))
         return fail(t, 2, "data: %s", t->err);
     vnm_loader_config ec = lc;
     ec.batch = r->data.val_batch_size > 0 ? r->data.val_batch_size : r->data.batch_size;
