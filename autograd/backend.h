@@ -26,6 +26,19 @@ typedef struct {
     int64_t strides[VNM_MAX_DIMS];
 } vnm_layout;
 
+/* l padded to 4 dims with leading 1s (stride 0), so kernels walk exactly four indices. */
+static inline vnm_layout vnm_layout_pad4(const vnm_layout *l)
+{
+    vnm_layout p;
+    int shift = VNM_MAX_DIMS - l->ndim;
+    p.ndim = VNM_MAX_DIMS;
+    for (int i = 0; i < VNM_MAX_DIMS; i++) {
+        p.shape[i] = i < shift ? 1 : l->shape[i - shift];
+        p.strides[i] = i < shift ? 0 : l->strides[i - shift];
+    }
+    return p;
+}
+
 /* Element strides of the batch, head and row dims of an attention operand [B, H, rows, D] whose
  * last dim is contiguous. */
 typedef struct {

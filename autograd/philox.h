@@ -6,11 +6,7 @@
 
 #include <stdint.h>
 
-#ifdef __CUDACC__
-#define VNM_HOST_DEVICE __host__ __device__
-#else
-#define VNM_HOST_DEVICE
-#endif
+#include "host_device.h"
 
 static inline VNM_HOST_DEVICE void vnm_philox4x32_10(uint64_t key, uint64_t ctr_lo,
                                                      uint64_t ctr_hi, uint32_t out[4])

@@ -7,47 +7,12 @@
  * same formulas, within about an ulp of the portable variant, 5-10x faster. */
 #include <math.h>
 
+#include "../act_math.h"
 #include "../backend.h"
 #include "simd.h"
 
 /* Below this many elements a thread team costs more than it saves. */
 enum { PAR_MIN = 32768 };
-
-#define GELU_K 0.7978845608028654f      /* sqrt(2/pi) */
-#define GELU_C 0.044715f
-#define INV_SQRT2 0.7071067811865476f
-#define INV_SQRT_2PI 0.3989422804014327f /* 1/sqrt(2 pi) */
-
-static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
-
-static inline float act_value(vnm_act act, float x)
-{
-    switch (act) {
-    case VNM_ACT_GELU: return 0.5f * x * (1.0f + erff(x * INV_SQRT2));
-    case VNM_ACT_GELU_TANH:
-        return 0.5f * x * (1.0f + tanhf(GELU_K * (x + GELU_C * x * x * x)));
-    case VNM_ACT_SILU: return x * sigmoid(x);
-    }
-    return 0.0f;
-}
-
-static inline float act_derivative(vnm_act act, float x)
-{
-    switch (act) {
-    case VNM_ACT_GELU:
-        return 0.5f * (1.0f + erff(x * INV_SQRT2)) + x * INV_SQRT_2PI * expf(-0.5f * x * x);
-    case VNM_ACT_GELU_TANH: {
-        float x2 = x * x;
-        float t = tanhf(GELU_K * (x + GELU_C * x2 * x));
-        return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * GELU_C * x2);
-    }
-    case VNM_ACT_SILU: {
-        float s = sigmoid(x);
-        return s * (1.0f + x * (1.0f - s));
-    }
-    }
-    return 0.0f;
-}
 
 #if VNM_CPU_X86
 /* gelu(x) = 0.5·x·(1 + erf(x/√2)) and its derivative 0.5·(1 + erf(x/√2)) + x·φ(x) with
@@ -56,7 +21,7 @@ static inline float act_derivative(vnm_act act, float x)
 VNM_CPU_AVX2_INLINE __m256 gelu8(__m256 x)
 {
     const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(INV_SQRT2));
+    __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(VNM_INV_SQRT2));
     __m256 a = _mm256_andnot_ps(sign, z);
     __m256 erf = vnm_v8_erf_abs(a, _mm256_mul_ps(a, a), NULL);
     erf = _mm256_or_ps(erf, _mm256_and_ps(sign, z));
@@ -84,7 +49,7 @@ VNM_CPU_AVX2_INLINE __m256 gelu8_derivative_small(__m256 x)
 VNM_CPU_AVX2_INLINE __m256 gelu8_derivative(__m256 x)
 {
     const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(INV_SQRT2));
+    __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(VNM_INV_SQRT2));
     __m256 a = _mm256_andnot_ps(sign, z);
     __m256 small = gelu8_derivative_small(x);
     __m256 large_lane = _mm256_cmp_ps(a, _mm256_set1_ps(1.0f), _CMP_GE_OQ);
@@ -94,7 +59,7 @@ VNM_CPU_AVX2_INLINE __m256 gelu8_derivative(__m256 x)
     __m256 erf = vnm_v8_erf_abs(a, u, &e);
     erf = _mm256_or_ps(erf, _mm256_and_ps(sign, z));
     __m256 cdf = _mm256_mul_ps(_mm256_set1_ps(0.5f), _mm256_add_ps(_mm256_set1_ps(1.0f), erf));
-    __m256 full = _mm256_fmadd_ps(_mm256_mul_ps(x, _mm256_set1_ps(INV_SQRT_2PI)), e, cdf);
+    __m256 full = _mm256_fmadd_ps(_mm256_mul_ps(x, _mm256_set1_ps(VNM_INV_SQRT_2PI)), e, cdf);
     return _mm256_blendv_ps(small, full, large_lane);
 }
 
@@ -141,7 +106,7 @@ static void cpu_act_fwd(vnm_act act, float *y, const float *x, int64_t n)
     }
 #endif
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) y[i] = act_value(act, x[i]);
+    for (int64_t i = 0; i < n; i++) y[i] = vnm_act_value(act, x[i]);
 }
 
 static void cpu_act_bwd(vnm_act act, float *dx, const float *x, const float *dy, int64_t n)
@@ -153,7 +118,7 @@ static void cpu_act_bwd(vnm_act act, float *dx, const float *x, const float *dy,
     }
 #endif
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * act_derivative(act, x[i]);
+    for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * vnm_act_derivative(act, x[i]);
 }
 
 static void cpu_act_bwd_set(vnm_act act, float *dx, const float *x, const float *dy, int64_t n)
@@ -165,13 +130,13 @@ static void cpu_act_bwd_set(vnm_act act, float *dx, const float *x, const float 
     }
 #endif
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) dx[i] = dy[i] * act_derivative(act, x[i]);
+    for (int64_t i = 0; i < n; i++) dx[i] = dy[i] * vnm_act_derivative(act, x[i]);
 }
 
 static void cpu_swiglu_fwd(float *y, const float *gate, const float *up, int64_t n)
 {
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (int64_t i = 0; i < n; i++) y[i] = act_value(VNM_ACT_SILU, gate[i]) * up[i];
+    for (int64_t i = 0; i < n; i++) y[i] = vnm_act_value(VNM_ACT_SILU, gate[i]) * up[i];
 }
 
 static void cpu_swiglu_bwd(float *dgate, float *dup, const float *gate, const float *up,
@@ -179,8 +144,8 @@ static void cpu_swiglu_bwd(float *dgate, float *dup, const float *gate, const fl
 {
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
-        if (dgate) dgate[i] += dy[i] * up[i] * act_derivative(VNM_ACT_SILU, gate[i]);
-        if (dup) dup[i] += dy[i] * act_value(VNM_ACT_SILU, gate[i]);
+        if (dgate) dgate[i] += dy[i] * up[i] * vnm_act_derivative(VNM_ACT_SILU, gate[i]);
+        if (dup) dup[i] += dy[i] * vnm_act_value(VNM_ACT_SILU, gate[i]);
     }
 }
 

@@ -5,19 +5,6 @@
 
 #include "../backend.h"
 
-/* Pads a layout to 4 dims (leading 1s) so the kernels loop over exactly four indices. */
-static vnm_layout pad4(const vnm_layout *l)
-{
-    vnm_layout p;
-    int shift = VNM_MAX_DIMS - l->ndim;
-    p.ndim = VNM_MAX_DIMS;
-    for (int i = 0; i < VNM_MAX_DIMS; i++) {
-        p.shape[i] = i < shift ? 1 : l->shape[i - shift];
-        p.strides[i] = i < shift ? 0 : l->strides[i - shift];
-    }
-    return p;
-}
-
 static bool has_zero_stride(const vnm_layout *l)
 {
     for (int i = 0; i < l->ndim; i++)
@@ -28,7 +15,7 @@ static bool has_zero_stride(const vnm_layout *l)
 static void cpu_copy_strided(float *dst, const vnm_layout *dl, const float *src,
                              const vnm_layout *sl, bool accumulate)
 {
-    vnm_layout d = pad4(dl), s = pad4(sl);
+    vnm_layout d = vnm_layout_pad4(dl), s = vnm_layout_pad4(sl);
     int64_t n0 = d.shape[0], n1 = d.shape[1], n2 = d.shape[2], n3 = d.shape[3];
     int64_t rows = n0 * n1 * n2;
     /* A dst with 0 strides sums several sources into one element: run it serially in index
@@ -98,7 +85,7 @@ static bool is_contiguous(const vnm_layout *l)
 static void cpu_binary(vnm_binary_op op, float *out, const vnm_layout *ol, const float *a,
                        const vnm_layout *al, const float *b, const vnm_layout *bl)
 {
-    vnm_layout o = pad4(ol), la = pad4(al), lb = pad4(bl);
+    vnm_layout o = vnm_layout_pad4(ol), la = vnm_layout_pad4(al), lb = vnm_layout_pad4(bl);
     int64_t n1 = o.shape[1], n2 = o.shape[2], n3 = o.shape[3];
     int64_t rows = o.shape[0] * n1 * n2;
     if (is_contiguous(al) && is_contiguous(bl)) {

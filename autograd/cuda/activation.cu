@@ -1,50 +1,15 @@
 /* autograd/cuda/activation.cu — GELU (exact erf form and tanh approximation, as PyTorch), SiLU and
- * SwiGLU, forward and backward, one thread per element. The formulas are
- * autograd/cpu/activation.c's term for term, with the device erff/tanhf/expf, so the backends agree
- * to a few ulps. */
+ * SwiGLU, forward and backward, one thread per element, with the formulas of
+ * autograd/act_math.h (shared with the CPU) evaluated by the device erff/tanhf/expf: the backends
+ * agree to a few ulps. */
 #include "common.cuh"
-
-#define GELU_K 0.7978845608028654f       /* sqrt(2/pi) */
-#define GELU_C 0.044715f
-#define INV_SQRT2 0.7071067811865476f
-#define INV_SQRT_2PI 0.3989422804014327f /* 1/sqrt(2 pi) */
-
-__device__ static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
-
-__device__ static inline float act_value(vnm_act act, float x)
-{
-    switch (act) {
-    case VNM_ACT_GELU: return 0.5f * x * (1.0f + erff(x * INV_SQRT2));
-    case VNM_ACT_GELU_TANH:
-        return 0.5f * x * (1.0f + tanhf(GELU_K * (x + GELU_C * x * x * x)));
-    case VNM_ACT_SILU: return x * sigmoid(x);
-    }
-    return 0.0f;
-}
-
-__device__ static inline float act_derivative(vnm_act act, float x)
-{
-    switch (act) {
-    case VNM_ACT_GELU:
-        return 0.5f * (1.0f + erff(x * INV_SQRT2)) + x * INV_SQRT_2PI * expf(-0.5f * x * x);
-    case VNM_ACT_GELU_TANH: {
-        float x2 = x * x;
-        float t = tanhf(GELU_K * (x + GELU_C * x2 * x));
-        return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * GELU_C * x2);
-    }
-    case VNM_ACT_SILU: {
-        float s = sigmoid(x);
-        return s * (1.0f + x * (1.0f - s));
-    }
-    }
-    return 0.0f;
-}
+#include "../act_math.h"
 
 __global__ static void act_fwd_kernel(vnm_act act, float *y, const float *x, int64_t n)
 {
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
-        y[i] = act_value(act, x[i]);
+        y[i] = vnm_act_value(act, x[i]);
 }
 
 __global__ static void act_bwd_kernel(vnm_act act, float *dx, const float *x, const float *dy,
@@ -52,14 +17,14 @@ __global__ static void act_bwd_kernel(vnm_act act, float *dx, const float *x, co
 {
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
-        dx[i] += dy[i] * act_derivative(act, x[i]);
+        dx[i] += dy[i] * vnm_act_derivative(act, x[i]);
 }
 
 __global__ static void swiglu_fwd_kernel(float *y, const float *gate, const float *up, int64_t n)
 {
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
-        y[i] = act_value(VNM_ACT_SILU, gate[i]) * up[i];
+        y[i] = vnm_act_value(VNM_ACT_SILU, gate[i]) * up[i];
 }
 
 /* dgate and dup may each be NULL (not needed) */
@@ -68,8 +33,8 @@ __global__ static void swiglu_bwd_kernel(float *dgate, float *dup, const float *
 {
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        if (dgate) dgate[i] += dy[i] * up[i] * act_derivative(VNM_ACT_SILU, gate[i]);
-        if (dup) dup[i] += dy[i] * act_value(VNM_ACT_SILU, gate[i]);
+        if (dgate) dgate[i] += dy[i] * up[i] * vnm_act_derivative(VNM_ACT_SILU, gate[i]);
+        if (dup) dup[i] += dy[i] * vnm_act_value(VNM_ACT_SILU, gate[i]);
     }
 }
 

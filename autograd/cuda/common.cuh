@@ -42,6 +42,11 @@ static inline unsigned vnm_cuda_blocks(int64_t n)
     return (unsigned)b;
 }
 
+/* Device scratch of n doubles, shared by the kernels that need one (memory.cu): grown on demand
+ * and kept. Safe because every kernel runs in issue order on one stream, and cudaFree of an
+ * outgrown buffer waits for the kernels still reading it; valid until the next call. */
+double *vnm_cuda_scratch_doubles(int64_t n);
+
 /* The table's gemm_batched (gemm.cu), also called directly by kernels built on cuBLAS products
  * (attention.cu). */
 void vnm_cuda_gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,

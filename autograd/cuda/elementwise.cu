@@ -10,19 +10,6 @@
  * only in rare ties. */
 #include "common.cuh"
 
-/* Pads a layout to 4 dims (leading 1s) so the kernels decode exactly four indices. */
-static vnm_layout pad4(const vnm_layout *l)
-{
-    vnm_layout p;
-    int shift = VNM_MAX_DIMS - l->ndim;
-    p.ndim = VNM_MAX_DIMS;
-    for (int i = 0; i < VNM_MAX_DIMS; i++) {
-        p.shape[i] = i < shift ? 1 : l->shape[i - shift];
-        p.strides[i] = i < shift ? 0 : l->strides[i - shift];
-    }
-    return p;
-}
-
 static int64_t numel4(const vnm_layout *l)
 {
     return l->shape[0] * l->shape[1] * l->shape[2] * l->shape[3];
@@ -86,7 +73,7 @@ __global__ static void copy_reduce_kernel(float *dst, vnm_layout kd, const float
 static void cuda_copy_strided(float *dst, const vnm_layout *dl, const float *src,
                               const vnm_layout *sl, bool accumulate)
 {
-    vnm_layout d = pad4(dl), s = pad4(sl);
+    vnm_layout d = vnm_layout_pad4(dl), s = vnm_layout_pad4(sl);
     vnm_layout kd = d, ks = s, r = s;
     bool reduce = false;
     for (int i = 0; i < VNM_MAX_DIMS; i++) {
@@ -139,7 +126,7 @@ __global__ static void binary_kernel(vnm_binary_op op, float *out, vnm_layout o,
 static void cuda_binary(vnm_binary_op op, float *out, const vnm_layout *ol, const float *a,
                         const vnm_layout *al, const float *b, const vnm_layout *bl)
 {
-    vnm_layout o = pad4(ol), la = pad4(al), lb = pad4(bl);
+    vnm_layout o = vnm_layout_pad4(ol), la = vnm_layout_pad4(al), lb = vnm_layout_pad4(bl);
     int64_t n = numel4(&o);
     if (n <= 0) return;
     binary_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS>>>(op, out, o, a, la, b, lb, n);

@@ -93,31 +93,16 @@ __global__ static void ce_mean_kernel(float *loss, int64_t *count, const double 
     loss[0] = n > 0 ? (float)(total / (double)n) : 0.0f;
 }
 
-/* Device scratch: N row losses and the count, grown on demand and kept (kernels run in issue order
- * on one stream, and cudaFree waits for the kernels still using the old buffer). */
-static double *scratch_doubles(int64_t n)
-{
-    static double *buf;
-    static int64_t cap;
-    if (n > cap) {
-        if (buf) VNM_CUDA_CHECK(cudaFree(buf));
-        VNM_CUDA_CHECK(cudaMalloc((void **)&buf, (size_t)n * sizeof *buf));
-        cap = n;
-    }
-    return buf;
-}
-
 /* count: a host pointer; everything else is on the device. */
 static void cuda_cross_entropy_fwd(float *loss, float *prob, int64_t *count, const float *logits,
                                    const void *labels, bool labels64, const float *targets,
                                    int64_t N, int64_t C, int64_t ignore_index, float smoothing)
 {
-    double *row_loss = scratch_doubles(N + 1); /* [N], then the count */
+    double *row_loss = vnm_cuda_scratch_doubles(N + 1); /* [N], then the count */
     int64_t *dcount = (int64_t *)(row_loss + N);
     if (N > 0) {
-        ce_rows_kernel<<<vnm_cuda_row_blocks(N), VNM_CUDA_THREADS>>>(row_loss, prob, logits, labels,
-                                                            labels64, targets, N, C, ignore_index,
-                                                            smoothing);
+        ce_rows_kernel<<<vnm_cuda_row_blocks(N), VNM_CUDA_THREADS>>>(
+            row_loss, prob, logits, labels, labels64, targets, N, C, ignore_index, smoothing);
         VNM_CUDA_LAUNCHED();
     }
     ce_mean_kernel<<<1, CHUNKS>>>(loss, dcount, row_loss, labels, labels64, targets != NULL, N,
@@ -156,8 +141,8 @@ static void cuda_cross_entropy_bwd(float *dlogits, const float *prob, const void
 {
     if (N <= 0) return;
     float off = smoothing / (float)C, hit = 1.0f - smoothing;
-    ce_bwd_kernel<<<vnm_cuda_row_blocks(N), VNM_CUDA_THREADS>>>(dlogits, prob, labels, labels64, targets,
-                                                       N, C, ignore_index, off, hit, g);
+    ce_bwd_kernel<<<vnm_cuda_row_blocks(N), VNM_CUDA_THREADS>>>(
+        dlogits, prob, labels, labels64, targets, N, C, ignore_index, off, hit, g);
     VNM_CUDA_LAUNCHED();
 }
 

@@ -101,6 +101,18 @@ static void cuda_convert(void *dst, vnm_dtype dst_dt, const void *src, vnm_dtype
     VNM_CUDA_LAUNCHED();
 }
 
+double *vnm_cuda_scratch_doubles(int64_t n)
+{
+    static double *buf;
+    static int64_t cap;
+    if (n > cap) {
+        if (buf) VNM_CUDA_CHECK(cudaFree(buf));
+        VNM_CUDA_CHECK(cudaMalloc((void **)&buf, (size_t)n * sizeof *buf));
+        cap = n;
+    }
+    return buf;
+}
+
 static void cuda_synchronize(void) { VNM_CUDA_CHECK(cudaDeviceSynchronize()); }
 
 void vnm_cuda_register_memory(vnm_backend *be)

@@ -109,20 +109,6 @@ __global__ static void norm_params_sum_kernel(float *dw, float *db, const double
     }
 }
 
-/* Device scratch for the partials, grown on demand and kept: kernels run in issue order on one
- * stream, and cudaFree waits for the kernels still using the old buffer. */
-static double *scratch_doubles(int64_t n)
-{
-    static double *buf;
-    static int64_t cap;
-    if (n > cap) {
-        if (buf) VNM_CUDA_CHECK(cudaFree(buf));
-        VNM_CUDA_CHECK(cudaMalloc((void **)&buf, (size_t)n * sizeof *buf));
-        cap = n;
-    }
-    return buf;
-}
-
 static void norm_bwd_params(float *dw, float *db, const float *dy, const float *x,
                             const float *mean, const float *rstd, int64_t rows, int64_t D)
 {
@@ -132,7 +118,7 @@ static void norm_bwd_params(float *dw, float *db, const float *dy, const float *
     int64_t per = (rows + chunks - 1) / chunks;
     chunks = (rows + per - 1) / per;
     int64_t cells = chunks * D;
-    double *pw = scratch_doubles(2 * cells), *pb = pw + cells; /* [chunks, D] each */
+    double *pw = vnm_cuda_scratch_doubles(2 * cells), *pb = pw + cells; /* [chunks, D] each */
     norm_params_partial_kernel<<<vnm_cuda_blocks(cells), VNM_CUDA_THREADS>>>(
         dw ? pw : NULL, db ? pb : NULL, dy, x, mean, rstd, rows, D, per, cells);
     VNM_CUDA_LAUNCHED();
@@ -144,7 +130,8 @@ static void norm_fwd(float *y, float *mean, float *rstd, const float *x, const f
                      const float *b, int64_t rows, int64_t D, float eps)
 {
     if (rows <= 0) return;
-    norm_fwd_kernel<<<vnm_cuda_row_blocks(rows), VNM_CUDA_THREADS>>>(y, mean, rstd, x, w, b, rows, D, eps);
+    norm_fwd_kernel<<<vnm_cuda_row_blocks(rows), VNM_CUDA_THREADS>>>(
+        y, mean, rstd, x, w, b, rows, D, eps);
     VNM_CUDA_LAUNCHED();
 }
 
@@ -154,8 +141,8 @@ static void norm_bwd(float *dx, float *dw, float *db, const float *dy, const flo
 {
     if (rows <= 0 || D <= 0) return;
     if (dx) {
-        norm_bwd_input_kernel<<<vnm_cuda_row_blocks(rows), VNM_CUDA_THREADS>>>(dx, dy, x, mean, rstd, w,
-                                                                      rows, D);
+        norm_bwd_input_kernel<<<vnm_cuda_row_blocks(rows), VNM_CUDA_THREADS>>>(
+            dx, dy, x, mean, rstd, w, rows, D);
         VNM_CUDA_LAUNCHED();
     }
     if (dw || db) norm_bwd_params(dw, db, dy, x, mean, rstd, rows, D);

@@ -54,7 +54,8 @@ __global__ static void softmax_bwd_kernel(float *dx, const float *y, const float
 static void cuda_softmax_fwd(float *y, const float *x, int64_t rows, int64_t D, bool take_log)
 {
     if (rows <= 0) return;
-    softmax_fwd_kernel<<<vnm_cuda_row_blocks(rows), VNM_CUDA_THREADS>>>(y, x, rows, D, take_log);
+    softmax_fwd_kernel<<<vnm_cuda_row_blocks(rows), VNM_CUDA_THREADS>>>(
+        y, x, rows, D, take_log);
     VNM_CUDA_LAUNCHED();
 }
 
@@ -62,7 +63,8 @@ static void cuda_softmax_bwd(float *dx, const float *y, const float *dy, int64_t
                              bool take_log)
 {
     if (rows <= 0) return;
-    softmax_bwd_kernel<<<vnm_cuda_row_blocks(rows), VNM_CUDA_THREADS>>>(dx, y, dy, rows, D, take_log);
+    softmax_bwd_kernel<<<vnm_cuda_row_blocks(rows), VNM_CUDA_THREADS>>>(
+        dx, y, dy, rows, D, take_log);
     VNM_CUDA_LAUNCHED();
 }
 
