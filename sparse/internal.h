@@ -11,4 +11,7 @@
 bool vnm_sparse_linear_check(vnm_ctx *ctx, const char *op, const vnm_tensor *x, int64_t O,
                              int64_t I, const vnm_tensor *b);
 
+/* A malloc'd f32 host copy of a f32/bf16/f16 tensor (NULL with a message on ctx on failure). */
+float *vnm_lora_weight_to_f32(vnm_ctx *ctx, const vnm_tensor *W);
+
 #endif

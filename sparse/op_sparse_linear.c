@@ -1,13 +1,13 @@
 /* sparse/op_sparse_linear.c — the sparse-linear op in mask-fixed mode: y = x·(W⊙Mk)ᵀ + b with the
- * compressed values as the parameter. All three products run on the compressed form (forward,
+ * compressed values as the parameter (or any tensor of their shape, e.g. a LoRA effective weight). All three products run on the compressed form (forward,
  * dX, dW at kept positions only), so the gradient of vals has the compressed shape and pruned
  * weights never exist. The sparse kernels run on the CPU backend. */
 #include "internal.h"
 
-static vnm_spmm_weight spmm_view(const vnm_sparse_weight *w)
+static vnm_spmm_weight spmm_view(const vnm_sparse_weight *w, const vnm_tensor *vals)
 {
     vnm_spmm_weight v = {w->pat, w->O, w->I, w->O_pad, w->G, w->Gp,
-                         (const float *)w->vals->data, (const uint8_t *)w->slots->data,
+                         (const float *)vals->data, (const uint8_t *)w->slots->data,
                          (const int32_t *)w->cols->data, (const int32_t *)w->rows->data};
     return v;
 }
@@ -19,7 +19,7 @@ static void sparse_linear_backward(vnm_ctx *ctx, vnm_node *node)
     vnm_tensor *x = node->in[0], *vals = node->in[1], *b = node->in[2];
     const float *dy = (const float *)node->out->grad->data; /* [T, O] */
     int64_t T = node->iarg[0];
-    vnm_spmm_weight v = spmm_view(w);
+    vnm_spmm_weight v = spmm_view(w, vals);
     vnm_tensor *dx = vnm_grad_buffer(ctx, x), *dv = vnm_grad_buffer(ctx, vals);
     vnm_tensor *db = vnm_grad_buffer(ctx, b);
     if (dx) vnm_spmm_dx(&v, dy, T, (float *)dx->data);
@@ -51,9 +51,23 @@ bool vnm_sparse_linear_check(vnm_ctx *ctx, const char *op, const vnm_tensor *x, 
 
 vnm_tensor *vnm_sparse_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_sparse_weight *w, vnm_tensor *b)
 {
+    return w ? vnm_sparse_linear_vals(ctx, x, w, w->vals, b) : NULL;
+}
+
+vnm_tensor *vnm_sparse_linear_vals(vnm_ctx *ctx, vnm_tensor *x, const vnm_sparse_weight *w,
+                                   vnm_tensor *vals, vnm_tensor *b)
+{
     static const char *op = "sparse_linear";
-    if (!x || !w) return NULL;
+    char s[96];
+    if (!x || !w || !vals) return NULL;
     if (!vnm_sparse_linear_check(ctx, op, x, w->O, w->I, b)) return NULL;
+    if (vals->dtype != VNM_DTYPE_F32 || vals->ndim != 3 || vals->shape[0] != w->O_pad ||
+        vals->shape[1] != w->Gp || vals->shape[2] != 2 || !vnm_is_contiguous(vals)) {
+        vnm_ctx_fail(ctx, VNM_ERR_INPUT, "%s: values %s of '%s' must be contiguous f32 "
+                     "[%lld, %lld, 2]", op, vnm_shape_str(vals, s, sizeof s), w->name,
+                     (long long)w->O_pad, (long long)w->Gp);
+        return NULL;
+    }
     x = vnm_contiguous(ctx, x);
     if (!x) return NULL;
     vnm_ctx_call_linear_hook(ctx, w->name, x);
@@ -63,13 +77,13 @@ vnm_tensor *vnm_sparse_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_sparse_weight *w,
     vnm_tensor *y = vnm_tensor_empty(ctx, VNM_DTYPE_F32, x->ndim, shape); /* [..., O] */
     if (!y) return NULL;
     int64_t T = w->I ? vnm_numel(x) / w->I : 0;
-    vnm_spmm_weight v = spmm_view(w);
+    vnm_spmm_weight v = spmm_view(w, vals);
     vnm_spmm_bias_fill((float *)y->data, b ? (const float *)b->data : NULL, T, w->O);
     vnm_spmm_fwd(&v, (const float *)x->data, T, (float *)y->data);
-    vnm_tensor *in[3] = {x, w->vals, b};
+    vnm_tensor *in[3] = {x, vals, b};
     vnm_node *node = vnm_tape_record(ctx, op, sparse_linear_backward, y, 3, in);
     if (node) {
-        node->extra = w;
+        node->extra = (void *)w;
         node->iarg[0] = T;
     }
     return y;

@@ -186,6 +186,10 @@ vnm_status vnm_sparse_weight_to_host(vnm_ctx *ctx, const vnm_sparse_weight *w,
 
 /* y[..., O] = x[..., I] · (W⊙Mk)ᵀ + b, through the sparse kernels in all three products. */
 vnm_tensor *vnm_sparse_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_sparse_weight *w, vnm_tensor *b);
+/* The same with the values taken from vals (f32 [O_pad, Gp, 2], any tensor: a parameter, or the
+ * output of other ops, which then receive its gradient) and the structure from w. */
+vnm_tensor *vnm_sparse_linear_vals(vnm_ctx *ctx, vnm_tensor *x, const vnm_sparse_weight *w,
+                                   vnm_tensor *vals, vnm_tensor *b);
 
 /* SR-STE dynamic mode: the dense W[O, I] is the parameter; the mask is recomputed from |W| every
  * `every` steps; forward and dX use the masked weight, dW = dYᵀX + λ_W·(1−Mk)⊙W reaches every
@@ -208,5 +212,79 @@ vnm_status vnm_srste_set_mask(vnm_srste *s, const uint8_t *mask, int64_t mask_st
                               size_t err_len);
 const vnm_sparse_host *vnm_srste_layout(const vnm_srste *s); /* W under the current mask */
 vnm_sparse_weight *vnm_srste_freeze(vnm_ctx *ctx, vnm_srste *s, const char *name);
+
+/* ---- LoRA adapters (METHOD §6, PEFT semantics) ----
+ * A linear with a frozen base W [O, I] (f32 or bf16, any device for the dense mode) and adapters
+ * A [r, I] (Kaiming-uniform, a = √5, i.e. U(±1/√I), as PEFT), B [O, r] (zeros), scale s = α/r
+ * (α/√r with rsLoRA). Two modes:
+ * - dense (mask NULL, stage 1): y = x·Wᵀ + b + s·B·A·drop(x), PEFT's forward; the caller computes
+ *   the base product and vnm_lora_add adds the adapter branch.
+ * - masked (stages 2 and 3): the effective weight (W + s·B·A) ⊙ Mk is computed at the kept
+ *   positions only: the base values at the kept positions live in `kept` (frozen), the adapter
+ *   product is sampled there (cost ∝ density · r) and the sparse kernels do all three products,
+ *   so the gradient of the effective weight exists at kept positions only and dB = s·G·Aᵀ,
+ *   dA = s·Bᵀ·G are sparse-times-dense. With dropout p > 0 the adapter term reads drop(x):
+ *   y = x·(W⊙Mk)ᵀ + b + drop(x)·(s·B·A ⊙ Mk)ᵀ, which is PEFT's forward on the masked weights.
+ * Stage 2 re-prunes every k steps (vnm_lora_reprune): merge W ← W + s·B·A (rounded to W's dtype,
+ * as a merge into a bf16 base rounds in PEFT), B ← 0, A re-drawn, the current mask becomes the
+ * previous one, and the new mask is the V:N:M mask of the §2 score of the merged W; the function
+ * changes only by the mask change. The regulariser (λ/2)·‖(1 − Mk_prev) ⊙ (W + s·B·A)‖² acts on
+ * the entries the previous mask pruned (none before the second re-prune: the mask before the
+ * first is all ones). Stage 3 keeps the last mask. The masked mode and the regulariser run on the
+ * CPU backend (the sparse kernels). The optimiser state of A and B refers to the adapters before a
+ * re-prune: whoever calls it resets their moments. */
+typedef struct {
+    int64_t r;
+    double alpha;
+    double dropout;
+    bool rslora;
+} vnm_lora_config;
+
+typedef struct {
+    char *module;             /* the base linear's module name, e.g. "model.layers.0.mlp.up_proj" */
+    int64_t O, I, r;
+    float scale;              /* α/r, or α/√r with rsLoRA */
+    float dropout;            /* on the adapter input, training only */
+    vnm_tensor *A;            /* [r, I] f32 parameter "<module>.lora_A.weight" */
+    vnm_tensor *B;            /* [O, r] f32 parameter "<module>.lora_B.weight" */
+    vnm_pattern pat;          /* of the masks, once masked */
+    uint8_t *mask;            /* [O][I] current mask Mk; NULL in the dense mode */
+    uint8_t *prev_mask;       /* [O][I] the mask before the last re-prune; NULL: all ones */
+    int64_t mask_step;        /* the step the current mask was chosen at, -1 while dense */
+    vnm_sparse_weight *kept;  /* W at the kept positions of mask (vals frozen, named
+                               * "<module>.weight") and the layout of the masked mode */
+} vnm_lora;
+
+float vnm_lora_scale(int64_t r, double alpha, bool rslora);
+/* Adapters for a base of shape [O, I] on ctx (A drawn from the ctx RNG, B zero). NULL with a
+ * message on ctx for a bad config (r < 1, α ≤ 0, dropout outside [0, 1)). */
+vnm_lora *vnm_lora_new(vnm_ctx *ctx, const char *module, int64_t O, int64_t I,
+                       const vnm_lora_config *cfg);
+void vnm_lora_free(vnm_lora *l);
+/* Dense mode: y + s·B·A·drop(x), y the base output [..., O] of x [..., I]. */
+vnm_tensor *vnm_lora_add(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *x, vnm_tensor *y);
+/* Masked mode: x·((W + s·B·A) ⊙ Mk)ᵀ + b (see above for dropout). */
+vnm_tensor *vnm_lora_masked_linear(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *x, vnm_tensor *b);
+/* s·(B·A) at the kept positions of the current mask, in the compressed layout [O_pad, Gp, 2];
+ * differentiable to A and B. */
+vnm_tensor *vnm_lora_sampled(vnm_ctx *ctx, vnm_lora *l);
+/* (λ/2)·Σ over entries the previous mask pruned of (W + s·B·A)², shape [1], differentiable to A
+ * and B; a constant 0 when there is no previous mask. */
+vnm_tensor *vnm_lora_penalty(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *W, float lambda);
+/* The stage-2 update described above, at training step `step`. act_rms[I] is needed by RIA (the
+ * calibration RMS of the layer input, vnm_calib_rms), ria_a its exponent. */
+vnm_status vnm_lora_reprune(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *W, vnm_pattern pat,
+                            vnm_selector sel, vnm_score_kind score, const double *act_rms,
+                            double ria_a, int64_t step, char *err, size_t err_len);
+/* Restores masks (e.g. from a checkpoint): mask must pass vnm_mask_validate for pat; prev_mask
+ * NULL means all ones; kept is rebuilt from W. */
+vnm_status vnm_lora_set_masks(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *W, vnm_pattern pat,
+                              const uint8_t *mask, const uint8_t *prev_mask, int64_t mask_step,
+                              char *err, size_t err_len);
+/* PEFT's merge / unmerge in the dense mode: W ← W ± s·B·A (rounded to W's dtype). */
+vnm_status vnm_lora_merge(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *W, bool unmerge);
+/* out[O][I] = (W + s·B·A) ⊙ Mk (Mk = 1 in the dense mode): the weight the layer computes with. */
+vnm_status vnm_lora_effective_weight(vnm_ctx *ctx, const vnm_lora *l, const vnm_tensor *W,
+                                     float *out);
 
 #endif
