@@ -1,7 +1,7 @@
-/* data/loader.c — the batch loader: per-epoch Philox shuffles, crop/flip augmentation,
- * normalisation to f32, the sampler position, and the prefetch thread filling a ring of two batch
- * buffers. A batch is computed by one function of (epoch, index) whichever thread runs it, which is
- * what makes prefetching and resuming bit-exact. */
+/* data/loader.c — the image batch loader: crop/flip augmentation, normalisation to f32, and the
+ * prefetch thread filling a ring of two batch buffers; the epoch order and the sampler position
+ * come from data/sampler.c. A batch is computed by one function of (epoch, index) whichever thread
+ * runs it, which is what makes prefetching and resuming bit-exact. */
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -67,19 +67,10 @@ void vnm_augment_crop_flip(const uint8_t *src, uint8_t *dst, int C, int H, int W
 
 static void epoch_order(const vnm_loader *l, int64_t epoch, int64_t *perm)
 {
-    int64_t n = l->ds->n;
-    for (int64_t i = 0; i < n; i++) perm[i] = i;
-    if (!l->cfg.shuffle) return;
-    for (int64_t i = n - 1; i > 0; i--) {
-        uint32_t r[4];
-        vnm_philox4x32(l->cfg.seed, (uint64_t)i, (uint64_t)epoch, r);
-        /* 64 random bits: the modulo bias is below n / 2^64 */
-        uint64_t bits = (uint64_t)r[0] << 32 | r[1];
-        int64_t j = (int64_t)(bits % (uint64_t)(i + 1));
-        int64_t t = perm[i];
-        perm[i] = perm[j];
-        perm[j] = t;
-    }
+    if (l->cfg.shuffle)
+        vnm_shuffle_order(l->cfg.seed, epoch, l->ds->n, perm);
+    else
+        for (int64_t i = 0; i < l->ds->n; i++) perm[i] = i;
 }
 
 void vnm_loader_epoch_order(const vnm_loader *l, int64_t epoch, int64_t *perm)
@@ -87,13 +78,9 @@ void vnm_loader_epoch_order(const vnm_loader *l, int64_t epoch, int64_t *perm)
     epoch_order(l, epoch, perm);
 }
 
-/* Moves to the next epoch when no (full, with drop_last) batch is left in this one. */
 static vnm_sampler_pos normalise(const vnm_loader *l, vnm_sampler_pos p)
 {
-    int64_t left = l->ds->n - p.index;
-    if (left <= 0 || (l->cfg.drop_last && left < l->cfg.batch))
-        return (vnm_sampler_pos){p.epoch + 1, 0};
-    return p;
+    return vnm_sampler_normalise(p, l->ds->n, l->cfg.batch, l->cfg.drop_last);
 }
 
 /* The batch starting at the (normalised) position p. */
@@ -255,8 +242,7 @@ void vnm_loader_free(vnm_loader *l)
 
 int64_t vnm_loader_batches_per_epoch(const vnm_loader *l)
 {
-    int64_t n = l->ds->n, B = l->cfg.batch;
-    return l->cfg.drop_last ? n / B : (n + B - 1) / B;
+    return vnm_sampler_batches_per_epoch(l->ds->n, l->cfg.batch, l->cfg.drop_last);
 }
 
 vnm_status vnm_loader_next(vnm_loader *l, vnm_batch *out, char *err, size_t err_len)
@@ -287,16 +273,15 @@ vnm_sampler_pos vnm_loader_get_pos(const vnm_loader *l) { return l->pos; }
 vnm_status vnm_loader_set_pos(vnm_loader *l, vnm_sampler_pos pos, char *err, size_t err_len)
 {
     if (!l) return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "loader_set_pos: NULL loader");
-    if (pos.epoch < 0 || pos.index < 0 || pos.index > l->ds->n)
-        return vnm_errbuf(err, err_len, VNM_ERR_INPUT,
-                             "loader_set_pos: position {epoch %lld, index %lld}, expected epoch "
-                             "≥ 0 and index in [0, %lld]",
-                             (long long)pos.epoch, (long long)pos.index, (long long)l->ds->n);
+    vnm_sampler_pos to;
+    vnm_status st = vnm_sampler_seek("loader_set_pos", pos, l->ds->n, l->cfg.batch,
+                                     l->cfg.drop_last, &to, err, err_len);
+    if (st) return st;
     bool restart = l->running;
     prefetch_stop(l);
-    l->pos = normalise(l, pos);
+    l->pos = to;
     if (restart) {
-        vnm_status st = prefetch_start(l, err, err_len);
+        st = prefetch_start(l, err, err_len);
         /* without the thread next() computes the same batches itself */
         if (st) l->cfg.prefetch = false;
         return st;

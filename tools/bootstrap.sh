@@ -8,7 +8,7 @@ packages=(
   build-essential pkg-config meson ninja-build
   libopenblas-openmp-dev libhdf5-dev hdf5-tools libyaml-dev libcmocka-dev
   libjpeg62-turbo-dev zlib1g-dev libopenmpi-dev openmpi-bin
-  dataset-fashion-mnist fortunes-min
+  dataset-fashion-mnist fortunes-min fortunes
   python3-h5py python3-matplotlib python3-numpy
 )
 

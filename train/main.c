@@ -10,6 +10,7 @@
 #include "eval.h"
 #include "export.h"
 #include "state.h"
+#include "tokenize.h"
 #include "trainer.h"
 
 static const char usage[] =
@@ -30,6 +31,7 @@ static const char usage[] =
     "  select --shapes OxI[,OxI...] [--speedup S]\n"
     "                                       choose V and M for a required speedup\n"
     "  inspect CKPT                         summarise a checkpoint (file, ckpt or run directory)\n"
+    "  tokenize --out DIR [options] FILE... text files into byte-level token shards (LM data)\n"
     "\n"
     "options:\n"
     "  --help       this text (also: vnm <command> --help)\n"
@@ -118,6 +120,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "bench")) return cmd_bench(argc - 2, argv + 2);
     if (!strcmp(cmd, "select")) return vnm_cmd_select(argc - 2, argv + 2);
     if (!strcmp(cmd, "inspect")) return vnm_cmd_inspect(argc - 2, argv + 2);
+    if (!strcmp(cmd, "tokenize")) return vnm_cmd_tokenize(argc - 2, argv + 2);
     fprintf(stderr, "vnm: unknown command '%s'\n\n%s", cmd, usage);
     return 2;
 }
