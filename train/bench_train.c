@@ -22,6 +22,8 @@
 #include "cli.h"
 #include "models/vit.h"
 #include "recipe.h"
+#include "task.h"
+#include "trainer.h"
 
 #ifndef VNM_SOURCE_ROOT
 #define VNM_SOURCE_ROOT "."
@@ -77,8 +79,8 @@ static const char *quickstart_path(char *buf, size_t len)
     return access(buf, R_OK) == 0 ? buf : NULL;
 }
 
-/* The model and optimiser of a recipe, mapped as trainer.c's setup_model and setup_schedule map
- * them. */
+/* The model and optimiser of a recipe, mapped as `vnm train` maps them (vnm_task_vit_config,
+ * vnm_trainer_optim_config). */
 static int setup_from_recipe(const char *path, train_setup *s)
 {
     vnm_recipe r;
@@ -88,34 +90,15 @@ static int setup_from_recipe(const char *path, train_setup *s)
         return 2;
     }
     int rc = 0;
-    static const char *const sizes[] = {"tiny", "small", "base", "tiny"};
     if (r.model.arch != VNM_RECIPE_ARCH_VIT) {
         fprintf(stderr, "vnm bench train: %s: model.arch: only vit is benchmarked\n", path);
         rc = 2;
-    } else if (vnm_vit_config_preset(sizes[r.model.size], &s->vit, err, sizeof err)) {
+    } else if (vnm_task_vit_config(&r, &s->vit, err, sizeof err)) {
         fprintf(stderr, "vnm bench train: %s: model.size: %s\n", path, err);
         rc = 2;
     } else {
-        vnm_vit_config *c = &s->vit;
-        if (r.model.embed_dim > 0) c->embed_dim = r.model.embed_dim;
-        if (r.model.depth > 0) c->depth = r.model.depth;
-        if (r.model.heads > 0) c->num_heads = r.model.heads;
-        c->mlp_ratio = r.model.mlp_ratio;
-        c->patch = r.model.patch;
-        c->img_size = r.model.image_size;
-        c->in_chans = r.model.in_chans;
-        c->num_classes = r.model.num_classes;
-        c->drop_path_rate = (float)r.model.drop_path;
         s->batch = r.data.batch_size;
-        s->optim = vnm_optim_config_default(r.optim.name == VNM_RECIPE_OPTIM_SGD ? VNM_OPTIM_SGD
-                                                                                 : VNM_OPTIM_ADAMW);
-        s->optim.lr = r.optim.lr;
-        s->optim.momentum = r.optim.momentum;
-        s->optim.nesterov = r.optim.nesterov;
-        s->optim.beta1 = r.optim.betas[0];
-        s->optim.beta2 = r.optim.betas[1];
-        s->optim.eps = r.optim.eps;
-        s->optim.weight_decay = r.optim.weight_decay;
+        s->optim = vnm_trainer_optim_config(&r);
         s->clip = r.optim.clip_grad_norm;
         s->seed = (uint64_t)r.run.seed;
     }

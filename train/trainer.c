@@ -1,17 +1,20 @@
-/* train/trainer.c — the training loop behind `vnm train` and `vnm resume` (see trainer.h): run
- * set-up from a recipe, the stages, one-shot V:N:M pruning of the target linears, evaluation,
- * logging to the console, log.txt and metrics.jsonl, checkpoints and resume, and the read-only
- * restore (resume without a run directory or optimiser) behind `vnm eval` and `vnm export`.
+/* train/trainer.c — the training loop behind `vnm train` and `vnm resume` (see trainer.h),
+ * independent of the model family: run set-up from a recipe, the step plan and lr schedules, the
+ * stages, backward, clipping and the optimiser, evaluation records, logging to the console,
+ * log.txt and metrics.jsonl, checkpoints and resume, and the read-only restore (resume without a
+ * run directory or optimiser) behind `vnm eval` and `vnm export`. What is specific to a model
+ * family (data, model, forward, pruning, its checkpoint entries) is its task (train/task.h),
+ * picked from model.arch.
  *
- * Optimiser hand-over at a prune stage: the optimiser is rebuilt over the new parameter list.
- * Parameters that stay keep their moments and step counts; the compressed vals of a pruned layer
- * start with zero moments (the dense moments are not carried into the compressed layout, as a
- * one-shot prune starts a new phase). The old optimiser's state stays in the persistent arena.
+ * Optimiser hand-over when the task's parameter list changes (a prune, the end of an SR-STE
+ * stage): the optimiser is rebuilt over the new list. Parameters that stay keep their moments and
+ * step counts; new ones (the compressed vals of a pruned layer) start with zero moments (dense
+ * moments are not carried into the compressed layout, as a one-shot prune starts a new phase).
+ * The old optimiser's state stays in the persistent arena.
  */
 #include "trainer.h"
 
 #include <errno.h>
-#include <fnmatch.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -21,13 +24,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../data/data.h"
 #include "../optim/optim.h"
-#include "../sparse/sparse.h"
 #include "checkpoint.h"
-#include "models/vit.h"
 #include "recipe.h"
 #include "state.h"
+#include "task.h"
 
 #define ERR_LEN 1024
 #define PATH_LEN 4096
@@ -37,41 +38,31 @@ struct vnm_trainer {
     char *recipe_text; /* resolved YAML, stored in checkpoints and recipe.yaml */
     const char *dir;   /* run.output_dir */
     vnm_ctx *ctx;
-    vnm_vit *m;
-    vnm_dataset train_ds, test_ds;
-    vnm_loader *train_ld, *test_ld;
+    const vnm_task_iface *task;
+    void *ts;          /* the task's state */
+    /* what the task sees; read_only (vnm_trainer_restore: `vnm eval`, `vnm export`): the run
+     * directory is not touched, the console stays quiet, no optimiser is built; no_data: the
+     * data set is not loaded either; cmd: the command restoring, for messages ("resume", ...) */
+    vnm_task_env env;
     vnm_optim_config ocfg;
     vnm_optim *opt;
+    uint64_t opt_version;      /* the task's params_version the optimiser was built over */
     vnm_schedule sched;        /* over the whole run */
     vnm_schedule *stage_sched; /* [n_stages] over each stage's steps (schedule.per_stage) */
     int64_t *stage_steps;      /* [n_stages] optimiser steps of each stage */
     int64_t total_steps;
     vnm_progress prog;
-    int32_t **perm_in; /* [n_linears] input permutation of a pruned layer, or NULL */
-    struct srste_buffers *srste; /* [n_linears] checkpoint images of SR-STE masks */
     FILE *log, *metrics;
     char metrics_path[PATH_LEN];
     double t0, window_s; /* window_s: training-step seconds since the last progress line */
-    int64_t window_imgs;
-    double last_loss, val_loss, val_top1;
-    double val_s;       /* seconds the last evaluation took */
-    int64_t val_images; /* images it saw */
-    /* vnm_trainer_restore (`vnm eval`, `vnm export`): the run directory is not touched, the
-     * console stays quiet, no optimiser is built; no_data: the data set is not loaded either */
-    bool read_only, no_data;
-    const char *cmd;    /* the command restoring, for messages: "resume", "eval", "export" */
+    int64_t window_items;
+    double last_loss;
+    vnm_task_eval val;  /* the last evaluation */
+    double val_s;       /* seconds it took */
     char ckpt[PATH_LEN]; /* the checkpoint file restored from */
     char err[ERR_LEN];
 };
 typedef struct vnm_trainer trainer;
-
-/* An SR-STE mask was chosen from an earlier W, so it cannot be recomputed on resume: each SR-STE
- * linear's mask and the step it was chosen at travel in the checkpoint as two model tensors,
- * "<layer>.weight.srste_mask" (u8 [O, I]) and "<layer>.weight.srste_mask_step" (i64 [1]). */
-struct srste_buffers {
-    char mask_name[VNM_VIT_NAME_MAX + 32], step_name[VNM_VIT_NAME_MAX + 32];
-    vnm_tensor *mask, *step;
-};
 
 static volatile sig_atomic_t stop_requested;
 
@@ -89,21 +80,27 @@ static double now_s(void)
 }
 
 /* What the console shows, also appended to log.txt. */
+static void vsay(trainer *t, const char *fmt, va_list ap)
+{
+    if (t->env.read_only) return;
+    va_list copy;
+    va_copy(copy, ap);
+    vprintf(fmt, ap);
+    fflush(stdout);
+    if (t->log) {
+        vfprintf(t->log, fmt, copy);
+        fflush(t->log);
+    }
+    va_end(copy);
+}
+
 static void say(trainer *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void say(trainer *t, const char *fmt, ...)
 {
-    if (t->read_only) return;
     va_list ap;
     va_start(ap, fmt);
-    vprintf(fmt, ap);
+    vsay(t, fmt, ap);
     va_end(ap);
-    fflush(stdout);
-    if (t->log) {
-        va_start(ap, fmt);
-        vfprintf(t->log, fmt, ap);
-        va_end(ap);
-        fflush(t->log);
-    }
 }
 
 static int fail(trainer *t, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -122,43 +119,52 @@ static int fail(trainer *t, int code, const char *fmt, ...)
     return code;
 }
 
-static const char *stage_kind_name(vnm_recipe_stage_kind k)
+/* A task entry's exit code, its message printed when not 0. */
+static int task_rc(trainer *t, int rc)
+{
+    return rc ? fail(t, rc, "%s", t->env.msg) : 0;
+}
+
+/* ---- what the loop provides to tasks (task.h) ---- */
+
+void vnm_task_say(const vnm_task_env *env, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsay(env->loop, fmt, ap);
+    va_end(ap);
+}
+
+int vnm_task_fail(vnm_task_env *env, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(env->msg, sizeof env->msg, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+const char *vnm_task_stage_kind(vnm_recipe_stage_kind k)
 {
     static const char *const names[] = {"dense", "prune", "sparse_fixed", "sparse_srste",
                                         "lora_dense", "lora_sparse_dynamic", "lora_sparse_fixed"};
     return names[k];
 }
 
-static bool matches_target(const vnm_recipe *r, const char *name)
-{
-    for (int64_t i = 0; i < r->sparsity.targets.n; i++)
-        if (fnmatch(r->sparsity.targets.items[i], name, 0) == 0) return true;
-    return false;
-}
-
 /* ---- set-up ---- */
 
+/* Picks the task of model.arch and checks that the recipe is one the trainer runs. */
 static int check_supported(trainer *t)
 {
     const vnm_recipe *r = &t->r;
     if (r->run.precision != VNM_RECIPE_PRECISION_F32)
         return fail(t, 2, "run.precision: only f32 training is implemented");
-    if (r->model.arch != VNM_RECIPE_ARCH_VIT)
-        return fail(t, 2, "model.arch: the trainer runs vit only");
-    if (r->data.dataset != VNM_RECIPE_DATASET_FASHION_MNIST)
-        return fail(t, 2, "data.dataset: the trainer reads fashion_mnist only");
-    if (r->lora.present) return fail(t, 2, "lora: LoRA training is not implemented yet");
+    t->task = r->model.arch == VNM_RECIPE_ARCH_VIT ? &vnm_task_vit : NULL;
+    if (!t->task) return fail(t, 2, "model.arch: the trainer runs vit only");
+    int rc = task_rc(t, t->task->check(&t->env));
+    if (rc) return rc;
     for (int64_t i = 0; i < r->n_stages; i++) {
-        vnm_recipe_stage_kind k = r->stages[i].kind;
-        if (k != VNM_RECIPE_STAGE_DENSE && k != VNM_RECIPE_STAGE_PRUNE &&
-            k != VNM_RECIPE_STAGE_SPARSE_FIXED && k != VNM_RECIPE_STAGE_SPARSE_SRSTE)
-            return fail(t, 2, "stages[%lld] '%s': kind %s is not implemented yet (dense, prune, "
-                              "sparse_fixed, sparse_srste are)", (long long)i, r->stages[i].name,
-                        stage_kind_name(k));
-        if (r->run.device == VNM_RECIPE_DEVICE_CUDA && k != VNM_RECIPE_STAGE_DENSE)
-            return fail(t, 2, "stages[%lld] '%s': kind %s needs run.device: cpu (the V:N:M "
-                              "kernels exist for the cpu backend only; cuda runs dense stages)",
-                        (long long)i, r->stages[i].name, stage_kind_name(k));
+        if ((rc = task_rc(t, t->task->check_stage(&t->env, i)))) return rc;
         /* the optimiser's groups fix these at creation; only lr and clipping vary per stage */
         if (!isnan(r->stages[i].optim.weight_decay) || !isnan(r->stages[i].optim.momentum))
             return fail(t, 2, "stages[%lld] '%s': optim.weight_decay and optim.momentum cannot be "
@@ -168,84 +174,11 @@ static int check_supported(trainer *t)
     return 0;
 }
 
-static int setup_data(trainer *t)
-{
-    const vnm_recipe *r = &t->r;
-    /* The schema's default path is a project-relative folder; fall back to the Debian package's
-     * location when it is absent so a recipe without data.path runs on a stock machine. */
-    const char *dir = r->data.path;
-    struct stat sb;
-    if (!strcmp(dir, "data/fashion_mnist") && stat(dir, &sb) != 0) dir = VNM_FASHION_MNIST_DIR;
-    /* a read-only restore (`vnm eval`) needs the test split only */
-    if ((!t->read_only &&
-         vnm_fashion_mnist_load(dir, true, &t->train_ds, t->err, sizeof t->err)) ||
-        vnm_fashion_mnist_load(dir, false, &t->test_ds, t->err, sizeof t->err))
-        return fail(t, 2, "data.path: %s", t->err);
-    const vnm_dataset *ds = &t->test_ds;
-    if (r->model.in_chans != ds->channels || r->model.image_size != ds->height ||
-        r->model.image_size != ds->width)
-        return fail(t, 2, "model: in_chans %lld and image_size %lld must match the data "
-                          "(%d channels, %d×%d)", (long long)r->model.in_chans,
-                    (long long)r->model.image_size, ds->channels, ds->height, ds->width);
-    if (r->model.num_classes != ds->classes)
-        return fail(t, 2, "model.num_classes: %lld, the data has %d classes",
-                    (long long)r->model.num_classes, ds->classes);
-    vnm_loader_config lc = vnm_loader_config_default();
-    lc.batch = r->data.batch_size;
-    lc.seed = (uint64_t)r->run.seed;
-    lc.shuffle = true;
-    lc.drop_last = true; /* every step sees a full batch */
-    lc.pad = (int)r->data.augment.crop_padding;
-    lc.augment = r->data.augment.flip || lc.pad > 0;
-    lc.mean = VNM_FASHION_MNIST_MEAN;
-    lc.std = VNM_FASHION_MNIST_STD;
-    lc.prefetch = r->data.workers > 0;
-    if (!t->read_only &&
-        vnm_loader_create(&t->train_ds, &lc, &t->train_ld, t->err, sizeof t->err))
-        return fail(t, 2, "data: %s", t->err);
-    vnm_loader_config ec = lc;
-    ec.batch = r->data.val_batch_size > 0 ? r->data.val_batch_size : r->data.batch_size;
-    ec.shuffle = false;
-    ec.drop_last = false;
-    ec.augment = false;
-    ec.prefetch = false;
-    if (vnm_loader_create(&t->test_ds, &ec, &t->test_ld, t->err, sizeof t->err))
-        return fail(t, 2, "data: %s", t->err);
-    return 0;
-}
-
-static int setup_model(trainer *t)
-{
-    const vnm_recipe *r = &t->r;
-    static const char *const sizes[] = {"tiny", "small", "base", "tiny"};
-    vnm_vit_config cfg;
-    if (vnm_vit_config_preset(sizes[r->model.size], &cfg, t->err, sizeof t->err))
-        return fail(t, 2, "model.size: %s", t->err);
-    if (r->model.embed_dim > 0) cfg.embed_dim = r->model.embed_dim;
-    if (r->model.depth > 0) cfg.depth = r->model.depth;
-    if (r->model.heads > 0) cfg.num_heads = r->model.heads;
-    cfg.mlp_ratio = r->model.mlp_ratio;
-    cfg.patch = r->model.patch;
-    cfg.img_size = r->model.image_size;
-    cfg.in_chans = r->model.in_chans;
-    cfg.num_classes = r->model.num_classes;
-    cfg.drop_path_rate = (float)r->model.drop_path;
-    t->m = vnm_vit_new(t->ctx, &cfg);
-    if (!t->m) return fail(t, 2, "model: %s", vnm_ctx_error(t->ctx));
-    if (r->model.weights &&
-        vnm_vit_load(t->ctx, t->m, r->model.weights, NULL, 0, t->err, sizeof t->err))
-        return fail(t, 2, "model.weights: %s", t->err);
-    t->perm_in = calloc((size_t)t->m->n_linears, sizeof *t->perm_in);
-    t->srste = calloc((size_t)t->m->n_linears, sizeof *t->srste);
-    if (!t->perm_in || !t->srste) return fail(t, 1, "out of memory");
-    return 0;
-}
-
 /* Resolves every stage's length to optimiser steps (see trainer.h). */
 static int resolve_steps(trainer *t)
 {
     const vnm_recipe *r = &t->r;
-    int64_t bpe = vnm_loader_batches_per_epoch(t->train_ld), fixed = 0;
+    int64_t bpe = t->task->batches_per_epoch(t->ts), fixed = 0;
     double frac = 0;
     t->stage_steps = calloc((size_t)r->n_stages, sizeof *t->stage_steps);
     t->stage_sched = calloc((size_t)r->n_stages, sizeof *t->stage_sched);
@@ -299,26 +232,33 @@ static int setup_schedule(trainer *t)
                        : fail(t, 2, "schedule (per_stage) in stages[%lld] '%s': %s",
                               (long long)i, r->stages[i].name, t->err);
     }
-    t->ocfg = vnm_optim_config_default(r->optim.name == VNM_RECIPE_OPTIM_SGD ? VNM_OPTIM_SGD
-                                                                             : VNM_OPTIM_ADAMW);
-    t->ocfg.lr = r->optim.lr;
-    t->ocfg.momentum = r->optim.momentum;
-    t->ocfg.nesterov = r->optim.nesterov;
-    t->ocfg.beta1 = r->optim.betas[0];
-    t->ocfg.beta2 = r->optim.betas[1];
-    t->ocfg.eps = r->optim.eps;
-    t->ocfg.weight_decay = r->optim.weight_decay;
+    t->ocfg = vnm_trainer_optim_config(r);
     return 0;
 }
 
-/* (Re)builds the optimiser over the model's current parameters; tensors that were in `old`
+vnm_optim_config vnm_trainer_optim_config(const vnm_recipe *r)
+{
+    vnm_optim_config c = vnm_optim_config_default(r->optim.name == VNM_RECIPE_OPTIM_SGD
+                                                      ? VNM_OPTIM_SGD
+                                                      : VNM_OPTIM_ADAMW);
+    c.lr = r->optim.lr;
+    c.momentum = r->optim.momentum;
+    c.nesterov = r->optim.nesterov;
+    c.beta1 = r->optim.betas[0];
+    c.beta2 = r->optim.betas[1];
+    c.eps = r->optim.eps;
+    c.weight_decay = r->optim.weight_decay;
+    return c;
+}
+
+/* (Re)builds the optimiser over the task's current parameters; tensors that were in `old`
  * keep their state and step counts. */
 static int build_optim(trainer *t)
 {
-    int n = vnm_vit_param_count(t->m);
+    int n = t->task->n_params(t->ts);
     vnm_tensor **params = malloc((size_t)n * sizeof *params);
     if (!params) return fail(t, 1, "out of memory");
-    for (int i = 0; i < n; i++) params[i] = vnm_vit_param_at(t->m, i).tensor;
+    for (int i = 0; i < n; i++) params[i] = t->task->param(t->ts, i);
     vnm_optim *old = t->opt, *opt = vnm_optim_create(t->ctx, &t->ocfg);
     if (!opt || vnm_optim_add_decay_groups(opt, params, n, NULL, 0)) {
         free(params);
@@ -344,7 +284,14 @@ static int build_optim(trainer *t)
         vnm_optim_destroy(old);
     }
     t->opt = opt;
+    t->opt_version = t->task->params_version(t->ts);
     return 0;
+}
+
+/* After a task entry that may change the parameter list: the optimiser follows it. */
+static int follow_params(trainer *t)
+{
+    return t->task->params_version(t->ts) == t->opt_version ? 0 : build_optim(t);
 }
 
 /* mkdir -p: the default output_dir runs/<name> may need runs/ too. */
@@ -417,9 +364,11 @@ static int trim_metrics(trainer *t)
                              strerror(errno));
 }
 
-/* Everything but the checkpoint: context, data, model, step plan, run directory. */
+/* Everything but the checkpoint: context, the task (data, model), step plan, run directory. */
 static int setup(trainer *t, bool resume)
 {
+    t->env.r = &t->r;
+    t->env.loop = t;
     int rc = check_supported(t);
     if (rc) return rc;
     t->dir = t->r.run.output_dir;
@@ -434,33 +383,25 @@ static int setup(trainer *t, bool resume)
         return fail(t, 2, "run.device: cuda: %s", reason);
     vnm_ctx_config cc = {cuda ? VNM_DEVICE_CUDA : VNM_DEVICE_CPU, (uint64_t)t->r.run.seed,
                          (int)t->r.run.threads};
-    t->ctx = vnm_ctx_create(&cc);
+    t->ctx = t->env.ctx = vnm_ctx_create(&cc);
     if (!t->ctx) return fail(t, 1, "cannot create a %s context", cuda ? "cuda" : "cpu");
     vnm_ctx_set_training(t->ctx, true);
-    if ((!t->read_only && (rc = open_run_dir(t, resume))) ||
-        (!t->no_data && (rc = setup_data(t))) || (rc = setup_model(t)))
+    if ((!t->env.read_only && (rc = open_run_dir(t, resume))) ||
+        (rc = task_rc(t, t->task->setup(&t->env, &t->ts))))
         return rc;
-    if (t->read_only) return 0;
+    if (t->env.read_only) return 0;
     if ((rc = resolve_steps(t)) || (rc = setup_schedule(t))) return rc;
     say(t, "%s", t->recipe_text);
-    say(t, "model: vit %lld params, %lld steps in %lld stages (%lld batches per epoch)\n",
-        (long long)vnm_vit_numel(t->m), (long long)t->total_steps, (long long)t->r.n_stages,
-        (long long)vnm_loader_batches_per_epoch(t->train_ld));
+    say(t, "model: %s %lld params, %lld steps in %lld stages (%lld batches per epoch)\n",
+        t->task->name, (long long)t->task->numel(t->ts), (long long)t->total_steps,
+        (long long)t->r.n_stages, (long long)t->task->batches_per_epoch(t->ts));
     return 0;
 }
 
 static void teardown(trainer *t)
 {
-    if (t->m)
-        for (int i = 0; i < t->m->n_linears; i++) free(t->perm_in[i]);
-    free(t->perm_in);
-    free(t->srste);
     vnm_optim_destroy(t->opt);
-    vnm_vit_free(t->m);
-    vnm_loader_free(t->train_ld);
-    vnm_loader_free(t->test_ld);
-    vnm_dataset_free(&t->train_ds);
-    vnm_dataset_free(&t->test_ds);
+    if (t->task) t->task->free(t->ts);
     if (t->ctx) vnm_ctx_destroy(t->ctx);
     free(t->stage_steps);
     free(t->stage_sched);
@@ -470,356 +411,58 @@ static void teardown(trainer *t)
     vnm_recipe_free(&t->r);
 }
 
-/* ---- pruning ---- */
-
-/* Forward passes over the first sparsity.calibration_batches training batches (dataset order,
- * no augmentation) with the RIA collector attached. */
-static vnm_calib_collector *calibrate(trainer *t)
-{
-    const vnm_recipe *r = &t->r;
-    vnm_calib_collector *c =
-        vnm_calib_attach(t->ctx, (const char *const *)r->sparsity.targets.items,
-                         (int)r->sparsity.targets.n);
-    if (!c) return NULL;
-    bool grad = vnm_ctx_set_grad_enabled(t->ctx, false), training = vnm_ctx_training(t->ctx);
-    vnm_ctx_set_training(t->ctx, false);
-    vnm_loader_config lc = vnm_loader_config_default();
-    lc.batch = r->data.batch_size;
-    lc.shuffle = lc.augment = lc.prefetch = false;
-    lc.mean = VNM_FASHION_MNIST_MEAN;
-    lc.std = VNM_FASHION_MNIST_STD;
-    vnm_loader *ld = NULL;
-    bool ok = vnm_loader_create(&t->train_ds, &lc, &ld, t->err, sizeof t->err) == VNM_OK;
-    for (int64_t b = 0; ok && b < r->sparsity.calibration_batches; b++) {
-        vnm_batch batch;
-        ok = vnm_loader_next(ld, &batch, t->err, sizeof t->err) == VNM_OK;
-        if (!ok) break;
-        const vnm_dataset *ds = &t->train_ds;
-        vnm_tensor *x = vnm_tensor_from(t->ctx, VNM_DTYPE_F32, 4,
-                                        VNM_SHAPE(batch.size, ds->channels, ds->height, ds->width),
-                                        batch.images); // [B, C, H, W]
-        ok = vnm_vit_forward(t->ctx, t->m, x, NULL) != NULL;
-        vnm_ctx_reset_step(t->ctx);
-    }
-    vnm_loader_free(ld);
-    vnm_ctx_set_training(t->ctx, training);
-    vnm_ctx_set_grad_enabled(t->ctx, grad);
-    if (!ok) {
-        vnm_calib_detach(c);
-        return NULL;
-    }
-    return c;
-}
-
-/* Replaces linear l by its V:N:M compression. `placeholder` builds only a valid structure of the
- * right pattern and shape (magnitude, no permutation) for a checkpoint load to overwrite. */
-static vnm_status prune_linear(trainer *t, int li, bool placeholder, const vnm_calib_collector *c,
-                               double *score_total, double *kept_before, double *kept_after)
-{
-    const vnm_recipe *r = &t->r;
-    vnm_vit_linear *l = t->m->linears[li];
-    int64_t O = l->out, I = l->in;
-    vnm_pattern p = r->sparsity.pattern;
-    char name[VNM_VIT_NAME_MAX + 8];
-    snprintf(name, sizeof name, "%s.weight", l->name);
-    float *W = malloc((size_t)(O * I) * sizeof *W), *S = malloc((size_t)(O * I) * sizeof *S),
-          *Sp = malloc((size_t)(O * I) * sizeof *Sp);
-    uint8_t *mask = malloc((size_t)(O * I));
-    double *rms = malloc((size_t)I * sizeof *rms);
-    int32_t *po = malloc((size_t)O * sizeof *po), *pi = malloc((size_t)I * sizeof *pi);
-    vnm_sparse_host h = {0};
-    vnm_status rc = VNM_ERR_RUNTIME;
-    snprintf(t->err, sizeof t->err, "out of memory pruning %s", name);
-    if (!W || !S || !Sp || !mask || !rms || !po || !pi) goto done;
-    if ((rc = vnm_tensor_to_host(t->ctx, l->weight, W))) {
-        snprintf(t->err, sizeof t->err, "%s", vnm_ctx_error(t->ctx));
-        goto done;
-    }
-    vnm_score_kind kind = placeholder ? VNM_SCORE_MAGNITUDE : r->sparsity.score;
-    if (kind == VNM_SCORE_RIA) {
-        const vnm_calib *cal = vnm_calib_find(c, name);
-        if (!cal) {
-            rc = VNM_ERR_RUNTIME;
-            snprintf(t->err, sizeof t->err, "prune: no calibration statistics for %s", name);
-            goto done;
-        }
-        vnm_calib_rms(cal, rms);
-    }
-    if ((rc = vnm_score_compute(kind, W, O, I, rms, 0.5, S, t->err, sizeof t->err))) goto done;
-    bool permute = r->sparsity.permute && !placeholder;
-    double kb = 0, ka = 0;
-    if (permute) {
-        vnm_permute_opts po_opts = {(int)r->sparsity.permute_rounds, 0, r->sparsity.selector};
-        if ((rc = vnm_permute_search(p, S, O, I, &po_opts, po, pi, &kb, &ka, t->err,
-                                     sizeof t->err)))
-            goto done;
-        for (int64_t o = 0; o < O; o++)
-            for (int64_t j = 0; j < I; j++) Sp[o * I + j] = S[(int64_t)po[o] * I + pi[j]];
-    } else {
-        memcpy(Sp, S, (size_t)(O * I) * sizeof *S);
-    }
-    if ((rc = vnm_mask_select(p, r->sparsity.selector, Sp, O, I, mask, t->err, sizeof t->err)))
-        goto done;
-    if (!permute) kb = ka = vnm_mask_kept_score(mask, Sp, O * I);
-    double total = 0;
-    for (int64_t k = 0; k < O * I; k++) total += S[k];
-    *score_total += total;
-    *kept_before += kb;
-    *kept_after += ka;
-    if ((rc = vnm_sparse_compress(p, W, mask, O, I, permute ? po : NULL, permute ? pi : NULL, &h,
-                                  t->err, sizeof t->err)))
-        goto done;
-    vnm_sparse_weight *sw = vnm_sparse_weight_new(t->ctx, &h, name);
-    if (!sw) {
-        rc = VNM_ERR_RUNTIME;
-        snprintf(t->err, sizeof t->err, "%s", vnm_ctx_error(t->ctx));
-        goto done;
-    }
-    if ((rc = vnm_vit_linear_set_sparse(l, sw, t->err, sizeof t->err))) {
-        vnm_sparse_weight_free(sw);
-        goto done;
-    }
-    if (permute) {
-        t->perm_in[li] = pi;
-        pi = NULL;
-    }
-done:
-    vnm_sparse_host_free(&h);
-    free(W);
-    free(S);
-    free(Sp);
-    free(mask);
-    free(rms);
-    free(po);
-    free(pi);
-    return rc;
-}
-
-static int prune_all(trainer *t, bool placeholder)
-{
-    const vnm_recipe *r = &t->r;
-    vnm_calib_collector *c = NULL;
-    if (!placeholder && r->sparsity.score == VNM_SCORE_RIA && !(c = calibrate(t)))
-        return fail(t, 1, "prune: calibration failed: %s",
-                    vnm_ctx_status(t->ctx) ? vnm_ctx_error(t->ctx) : t->err);
-    double total = 0, before = 0, after = 0;
-    int n = 0;
-    for (int li = 0; li < t->m->n_linears; li++) {
-        char name[VNM_VIT_NAME_MAX + 8];
-        snprintf(name, sizeof name, "%s.weight", t->m->linears[li]->name);
-        if (t->m->linears[li]->sparse || !matches_target(r, name)) continue;
-        if (prune_linear(t, li, placeholder, c, &total, &before, &after)) {
-            vnm_calib_detach(c);
-            return fail(t, 1, "prune %s: %s", name, t->err);
-        }
-        n++;
-    }
-    vnm_calib_detach(c);
-    if (n == 0) return fail(t, 2, "sparsity.targets: no linear weight matches");
-    if (!placeholder) {
-        char pat[32];
-        vnm_pattern_str(r->sparsity.pattern, pat, sizeof pat);
-        say(t, "prune: %d linears to %s, kept score %.4f before permutation, %.4f after "
-               "(%+.2f%%)\n", n, pat, before / total, after / total,
-            before > 0 ? 100 * (after - before) / before : 0.0);
-    }
-    return t->read_only ? 0 : build_optim(t);
-}
-
-/* ---- SR-STE stages: dynamic masks from the dense weights, frozen at the stage's end ---- */
-
-/* Gives every target linear (still dense) SR-STE masks; linears that have them already keep
- * theirs (a resumed stage). */
-static int srste_begin(trainer *t, const vnm_recipe_stage *s)
-{
-    const vnm_recipe *r = &t->r;
-    int added = 0, n = 0;
-    for (int li = 0; li < t->m->n_linears; li++) {
-        vnm_vit_linear *l = t->m->linears[li];
-        struct srste_buffers *b = &t->srste[li];
-        char name[VNM_VIT_NAME_MAX + 8];
-        snprintf(name, sizeof name, "%s.weight", l->name);
-        if (l->sparse || !matches_target(r, name)) continue;
-        n++;
-        if (l->srste) continue;
-        vnm_srste *sr = vnm_srste_new(t->ctx, l->weight, r->sparsity.pattern, r->sparsity.selector,
-                                      s->srste.every, (float)s->srste.lambda_w);
-        if (!sr) return fail(t, 2, "stage '%s': %s: %s", s->name, name, vnm_ctx_error(t->ctx));
-        vnm_vit_linear_set_srste(l, sr);
-        snprintf(b->mask_name, sizeof b->mask_name, "%s.srste_mask", name);
-        snprintf(b->step_name, sizeof b->step_name, "%s.srste_mask_step", name);
-        if (!b->mask) {
-            b->mask = vnm_buffer_new(t->ctx, VNM_DTYPE_U8, 2, VNM_SHAPE(l->out, l->in),
-                                     b->mask_name);
-            b->step = vnm_buffer_new(t->ctx, VNM_DTYPE_I64, 1, VNM_SHAPE(1), b->step_name);
-            if (!b->mask || !b->step) return fail(t, 1, "%s", vnm_ctx_error(t->ctx));
-        }
-        added++;
-    }
-    if (n == 0) return fail(t, 2, "sparsity.targets: no dense linear weight matches");
-    if (added > 0) {
-        char pat[32];
-        vnm_pattern_str(r->sparsity.pattern, pat, sizeof pat);
-        say(t, "sparse_srste: %d linears to %s, masks from |W| every %lld steps, lambda_w %g\n",
-            added, pat, (long long)s->srste.every, s->srste.lambda_w);
-    }
-    return 0;
-}
-
-/* Copies the SR-STE masks into their checkpoint tensors (to_checkpoint) or back. */
-static int srste_sync(trainer *t, bool to_checkpoint)
-{
-    for (int li = 0; li < t->m->n_linears; li++) {
-        vnm_srste *sr = t->m->linears[li]->srste;
-        struct srste_buffers *b = &t->srste[li];
-        if (!sr) continue;
-        int64_t step = vnm_srste_mask_step(sr);
-        if (to_checkpoint) {
-            const uint8_t *mask = vnm_srste_mask(sr);
-            if ((mask && vnm_tensor_from_host(t->ctx, b->mask, mask)) ||
-                vnm_tensor_from_host(t->ctx, b->step, &step))
-                return fail(t, 1, "%s", vnm_ctx_error(t->ctx));
-            continue;
-        }
-        if (vnm_tensor_to_host(t->ctx, b->step, &step))
-            return fail(t, 1, "%s", vnm_ctx_error(t->ctx));
-        if (step < 0) continue; /* saved before its first mask */
-        uint8_t *mask = malloc((size_t)vnm_numel(b->mask));
-        int rc = !mask ? fail(t, 1, "out of memory") : 0;
-        if (!rc && vnm_tensor_to_host(t->ctx, b->mask, mask))
-            rc = fail(t, 1, "%s", vnm_ctx_error(t->ctx));
-        if (!rc && vnm_srste_set_mask(sr, mask, step, t->err, sizeof t->err))
-            rc = fail(t, 2, "%s: %s: %s", t->cmd, b->mask_name, t->err);
-        free(mask);
-        if (rc) return rc;
-    }
-    return 0;
-}
-
-/* End of an SR-STE stage: every SR-STE linear becomes a mask-fixed sparse weight under its last
- * mask (the same function), and the optimiser starts over on the compressed values, as after a
- * one-shot prune. */
-static int srste_freeze_all(trainer *t)
-{
-    int n = 0;
-    for (int li = 0; li < t->m->n_linears; li++) {
-        vnm_vit_linear *l = t->m->linears[li];
-        if (!l->srste) continue;
-        char name[VNM_VIT_NAME_MAX + 8];
-        snprintf(name, sizeof name, "%s.weight", l->name);
-        vnm_sparse_weight *sw = vnm_srste_freeze(t->ctx, l->srste, name);
-        if (!sw) return fail(t, 1, "freeze %s: %s", name, vnm_ctx_error(t->ctx));
-        if (vnm_vit_linear_set_sparse(l, sw, t->err, sizeof t->err)) {
-            vnm_sparse_weight_free(sw);
-            return fail(t, 1, "freeze %s: %s", name, t->err);
-        }
-        vnm_vit_linear_set_srste(l, NULL);
-        n++;
-    }
-    say(t, "sparse_srste: %d masks frozen; training continues mask-fixed\n", n);
-    return t->read_only ? 0 : build_optim(t);
-}
-
 /* ---- evaluation, logging, checkpoints ---- */
+
+/* The metrics of e beside the loss as the console shows them, each after sep (" top1 12.34%"),
+ * or (json) as members of a record, keys prefixed by prefix (",\"val_top1\":0.123400"). */
+static void metrics_text(const trainer *t, const vnm_task_eval *e, bool json, const char *pre,
+                         char *buf, size_t len)
+{
+    int n = 0;
+    buf[0] = 0;
+    if (t->task->metrics & VNM_TASK_TOP1)
+        n += json ? snprintf(buf + n, len - (size_t)n, ",\"%stop1\":%.6f", pre, e->top1)
+                  : snprintf(buf + n, len - (size_t)n, "%stop1 %.2f%%", pre, 100 * e->top1);
+    if (t->task->metrics & VNM_TASK_PPL)
+        snprintf(buf + n, len - (size_t)n, json ? ",\"%sppl\":%.9g" : "%sppl %.2f", pre, e->ppl);
+}
 
 static int evaluate(trainer *t, const char *stage)
 {
     double start = now_s();
-    vnm_vit_set_step(t->m, t->prog.step);
-    bool grad = vnm_ctx_set_grad_enabled(t->ctx, false);
-    vnm_ctx_set_training(t->ctx, false);
-    vnm_loader_set_pos(t->test_ld, (vnm_sampler_pos){0, 0}, NULL, 0);
-    int64_t nb = vnm_loader_batches_per_epoch(t->test_ld), seen = 0, correct = 0;
-    int64_t C = t->r.model.num_classes;
-    double loss_sum = 0;
-    int64_t B = t->r.data.val_batch_size > 0 ? t->r.data.val_batch_size : t->r.data.batch_size;
-    float *logits = malloc((size_t)(B * C) * sizeof *logits); // [B, classes]
-    int rc = logits ? 0 : fail(t, 1, "out of memory");
-    for (int64_t b = 0; !rc && b < nb; b++) {
-        vnm_batch batch;
-        if (vnm_loader_next(t->test_ld, &batch, t->err, sizeof t->err)) {
-            rc = fail(t, 1, "eval: %s", t->err);
-            break;
-        }
-        const vnm_dataset *ds = &t->test_ds;
-        vnm_tensor *x = vnm_tensor_from(t->ctx, VNM_DTYPE_F32, 4,
-                                        VNM_SHAPE(batch.size, ds->channels, ds->height, ds->width),
-                                        batch.images); // [B, C, H, W]
-        vnm_tensor *y = vnm_tensor_from(t->ctx, VNM_DTYPE_I32, 1, VNM_SHAPE(batch.size),
-                                        batch.labels); // [B]
-        vnm_tensor *out = vnm_vit_forward(t->ctx, t->m, x, NULL); // [B, classes]
-        vnm_tensor *loss = vnm_cross_entropy(t->ctx, out, y, -100, 0.0f);
-        if (!loss || vnm_tensor_to_host(t->ctx, out, logits)) {
-            rc = fail(t, 1, "eval: %s", vnm_ctx_error(t->ctx));
-            break;
-        }
-        loss_sum += (double)vnm_item(t->ctx, loss) * (double)batch.size;
-        for (int64_t i = 0; i < batch.size; i++) {
-            int64_t best = 0;
-            for (int64_t k = 1; k < C; k++)
-                if (logits[i * C + k] > logits[i * C + best]) best = k;
-            correct += best == batch.labels[i];
-        }
-        seen += batch.size;
-        vnm_ctx_reset_step(t->ctx);
-    }
-    free(logits);
-    vnm_ctx_set_training(t->ctx, true);
-    vnm_ctx_set_grad_enabled(t->ctx, grad);
+    vnm_task_eval e;
+    int rc = task_rc(t, t->task->evaluate(t->ts, t->prog.step, &e));
     if (rc) return rc;
-    t->val_loss = loss_sum / (double)seen;
-    t->val_top1 = (double)correct / (double)seen;
-    t->val_images = seen;
+    t->val = e;
     t->val_s = now_s() - start;
-    say(t, "eval step %lld [%s] val loss %.4f top1 %.2f%%\n", (long long)t->prog.step, stage,
-        t->val_loss, 100 * t->val_top1);
+    char text[256];
+    metrics_text(t, &e, false, " ", text, sizeof text);
+    say(t, "eval step %lld [%s] val loss %.4f%s\n", (long long)t->prog.step, stage, e.loss, text);
     if (!t->metrics) return 0;
-    fprintf(t->metrics, "{\"step\":%lld,\"stage\":\"%s\",\"split\":\"val\",\"loss\":%.9g,"
-                        "\"top1\":%.6f}\n", (long long)t->prog.step, stage, t->val_loss,
-            t->val_top1);
+    metrics_text(t, &e, true, "", text, sizeof text);
+    fprintf(t->metrics, "{\"step\":%lld,\"stage\":\"%s\",\"split\":\"val\",\"loss\":%.9g%s}\n",
+            (long long)t->prog.step, stage, e.loss, text);
     fflush(t->metrics);
     return 0;
 }
 
+/* The run's state as a checkpoint holds it: the task's entries and the loop's own. */
 static void fill_state(trainer *t, vnm_run_state *st, vnm_state_tensor *dense,
                        vnm_state_sparse *sparse)
 {
     int nd = 0, ns = 0;
-    for (int i = 0; i < vnm_vit_param_count(t->m); i++) {
-        vnm_vit_param p = vnm_vit_param_at(t->m, i);
-        if (p.linear && p.linear->sparse) {
-            int li = 0;
-            while (t->m->linears[li] != p.linear) li++;
-            sparse[ns++] = (vnm_state_sparse){t->m->params[i].name, p.linear->sparse,
-                                              t->perm_in[li],
-                                              t->r.sparsity.score == VNM_SCORE_RIA ? "ria"
-                                                                                  : "magnitude"};
-        } else {
-            dense[nd++] = (vnm_state_tensor){t->m->params[i].name, p.tensor};
-        }
-    }
-    for (int li = 0; li < t->m->n_linears; li++)
-        if (t->m->linears[li]->srste) {
-            dense[nd++] = (vnm_state_tensor){t->srste[li].mask_name, t->srste[li].mask};
-            dense[nd++] = (vnm_state_tensor){t->srste[li].step_name, t->srste[li].step};
-        }
+    t->task->state_entries(t->ts, dense, &nd, sparse, &ns);
     *st = (vnm_run_state){t->ctx, dense, nd, sparse, ns, t->opt, &t->ocfg,
-                          t->train_ld ? vnm_loader_get_pos(t->train_ld) : (vnm_sampler_pos){0, 0},
-                          (uint64_t)t->r.run.seed, t->prog, t->recipe_text};
+                          t->task->get_pos(t->ts), (uint64_t)t->r.run.seed, t->prog,
+                          t->recipe_text};
     st->progress.epoch = st->data_pos.epoch;
-}
-
-/* Entries fill_state may write: every parameter, and two per SR-STE linear. */
-static int state_capacity(const trainer *t)
-{
-    return vnm_vit_param_count(t->m) + 2 * t->m->n_linears;
 }
 
 static int save_checkpoint(trainer *t, char *path, size_t path_len)
 {
-    int rc = srste_sync(t, true);
+    int rc = task_rc(t, t->task->state_saving(t->ts));
     if (rc) return rc;
-    int n = state_capacity(t);
+    int n = t->task->state_capacity(t->ts);
     vnm_state_tensor *dense = malloc((size_t)n * sizeof *dense);
     vnm_state_sparse *sparse = malloc((size_t)n * sizeof *sparse);
     if (!dense || !sparse) {
@@ -848,20 +491,20 @@ static void format_eta(double s, char *buf, size_t len)
 static void log_step(trainer *t, const char *stage, double lr)
 {
     double now = now_s();
-    double ips = t->window_s > 0 ? (double)t->window_imgs / t->window_s : 0;
+    double ips = t->window_s > 0 ? (double)t->window_items / t->window_s : 0;
     double per_step = (now - t->t0) / (double)(t->prog.step > 0 ? t->prog.step : 1);
     size_t mem = vnm_ctx_step_bytes(t->ctx) + vnm_ctx_persistent_bytes(t->ctx);
     char eta[32];
     format_eta(per_step * (double)(t->total_steps - t->prog.step), eta, sizeof eta);
-    say(t, "step %lld/%lld [%s] loss %.3f lr %.1e %.0f img/s ETA %s mem %.0f MB\n",
-        (long long)t->prog.step, (long long)t->total_steps, stage, t->last_loss, lr, ips, eta,
-        (double)mem / 1e6);
+    say(t, "step %lld/%lld [%s] loss %.3f lr %.1e %.0f %s ETA %s mem %.0f MB\n",
+        (long long)t->prog.step, (long long)t->total_steps, stage, t->last_loss, lr, ips,
+        t->task->unit, eta, (double)mem / 1e6);
     fprintf(t->metrics, "{\"step\":%lld,\"stage\":\"%s\",\"split\":\"train\",\"loss\":%.9g,"
-                        "\"lr\":%.9g,\"throughput\":%.1f,\"unit\":\"img/s\",\"mem_bytes\":%zu}\n",
-            (long long)t->prog.step, stage, t->last_loss, lr, ips, mem);
+                        "\"lr\":%.9g,\"throughput\":%.1f,\"unit\":\"%s\",\"mem_bytes\":%zu}\n",
+            (long long)t->prog.step, stage, t->last_loss, lr, ips, t->task->unit, mem);
     fflush(t->metrics);
     t->window_s = 0;
-    t->window_imgs = 0;
+    t->window_items = 0;
 }
 
 /* ---- the loop ---- */
@@ -870,18 +513,16 @@ static int train_step(trainer *t, const vnm_recipe_stage *s, double *lr_out)
 {
     vnm_ctx *ctx = t->ctx;
     double start = now_s();
-    vnm_batch batch;
-    if (vnm_loader_next(t->train_ld, &batch, t->err, sizeof t->err))
-        return fail(t, 1, "data: %s", t->err);
-    const vnm_dataset *ds = &t->train_ds;
-    vnm_tensor *x = vnm_tensor_from(ctx, VNM_DTYPE_F32, 4,
-                                    VNM_SHAPE(batch.size, ds->channels, ds->height, ds->width),
-                                    batch.images);                                  // [B, C, H, W]
-    vnm_tensor *y = vnm_tensor_from(ctx, VNM_DTYPE_I32, 1, VNM_SHAPE(batch.size), batch.labels);
-    vnm_vit_set_step(t->m, t->prog.step);
-    vnm_tensor *logits = vnm_vit_forward(ctx, t->m, x, NULL); // [B, classes]
-    vnm_tensor *loss =
-        vnm_cross_entropy(ctx, logits, y, -100, (float)t->r.loss.label_smoothing);
+    vnm_tensor *loss = NULL, *term = NULL;
+    int64_t items = 0;
+    int rc;
+    if ((rc = task_rc(t, t->task->step_begin(t->ts, t->prog.step))) ||
+        (rc = task_rc(t, t->task->train_forward(t->ts, &loss, &items))))
+        return rc;
+    if (loss && t->task->extra_loss) {
+        if ((rc = task_rc(t, t->task->extra_loss(t->ts, &term)))) return rc;
+        if (term) loss = vnm_add(ctx, loss, term);
+    }
     if (!loss) return fail(t, 1, "step %lld: %s", (long long)t->prog.step + 1, vnm_ctx_error(ctx));
     float lv = vnm_item(ctx, loss);
     if (!isfinite(lv))
@@ -911,7 +552,7 @@ static int train_step(trainer *t, const vnm_recipe_stage *s, double *lr_out)
                     vnm_ctx_error(ctx));
     vnm_ctx_reset_step(ctx);
     t->last_loss = lv;
-    t->window_imgs += batch.size;
+    t->window_items += items;
     t->window_s += now_s() - start;
     *lr_out = lr;
     return 0;
@@ -930,11 +571,11 @@ static int run_stages(trainer *t)
         if (s->kind == VNM_RECIPE_STAGE_PRUNE) {
             say(t, "stage %lld/%lld '%s' (prune)\n", (long long)si + 1, (long long)r->n_stages,
                 s->name);
-            if ((rc = prune_all(t, false))) return rc;
+            if ((rc = task_rc(t, t->task->prune(t->ts))) || (rc = follow_params(t))) return rc;
         } else {
-            if (s->kind == VNM_RECIPE_STAGE_SPARSE_SRSTE && (rc = srste_begin(t, s))) return rc;
+            if ((rc = task_rc(t, t->task->stage_begin(t->ts, s)))) return rc;
             say(t, "stage %lld/%lld '%s' (%s): %lld steps\n", (long long)si + 1,
-                (long long)r->n_stages, s->name, stage_kind_name(s->kind),
+                (long long)r->n_stages, s->name, vnm_task_stage_kind(s->kind),
                 (long long)t->stage_steps[si]);
             while (t->prog.stage_step < t->stage_steps[si]) {
                 if (stop_requested) {
@@ -958,20 +599,23 @@ static int run_stages(trainer *t)
             }
         }
         if ((rc = evaluate(t, s->name))) return rc;
-        if (s->kind == VNM_RECIPE_STAGE_SPARSE_SRSTE && (rc = srste_freeze_all(t))) return rc;
+        if ((rc = task_rc(t, t->task->stage_end(t->ts, s))) || (rc = follow_params(t))) return rc;
         /* the end-of-stage checkpoint resumes at the start of the next stage */
         t->prog.stage_index = si + 1;
         t->prog.stage_step = 0;
         if ((rc = save_checkpoint(t, path, sizeof path))) return rc;
     }
     double wall = now_s() - t->t0;
-    fprintf(t->metrics, "{\"event\":\"done\",\"step\":%lld,\"train_loss\":%.9g,\"val_loss\":%.9g,"
-                        "\"val_top1\":%.6f,\"wall_s\":%.3f,\"steps_run\":%lld}\n",
-            (long long)t->prog.step, t->last_loss, t->val_loss, t->val_top1, wall,
+    char text[256];
+    metrics_text(t, &t->val, true, "val_", text, sizeof text);
+    fprintf(t->metrics, "{\"event\":\"done\",\"step\":%lld,\"train_loss\":%.9g,\"val_loss\":%.9g"
+                        "%s,\"wall_s\":%.3f,\"steps_run\":%lld}\n",
+            (long long)t->prog.step, t->last_loss, t->val.loss, text, wall,
             (long long)(t->prog.step - step0));
     fflush(t->metrics);
-    say(t, "done: step %lld, val loss %.4f, top1 %.2f%%, %.1f s\n", (long long)t->prog.step,
-        t->val_loss, 100 * t->val_top1, wall);
+    metrics_text(t, &t->val, false, ", ", text, sizeof text);
+    say(t, "done: step %lld, val loss %.4f%s, %.1f s\n", (long long)t->prog.step, t->val.loss,
+        text, wall);
     return 0;
 }
 
@@ -1062,21 +706,22 @@ static char **follow_output_dir(char **overrides, int *n)
     return ov;
 }
 
-/* Reads the stored recipe and progress, rebuilds the model in the stage the checkpoint is in,
- * then restores every tensor. */
+/* Reads the stored recipe and progress, has the task rebuild the model as it is in the stage the
+ * checkpoint is in, then restores every tensor. */
 static int resume_from(trainer *t, const char *path, char **overrides, int n)
 {
     char *stored = NULL, *file = t->ckpt;
+    const char *cmd = t->env.cmd;
     int64_t stage_index = 0, stage_step = 0;
     vnm_ckpt_reader *rd = vnm_ckpt_open(path, t->err, sizeof t->err);
-    if (!rd) return fail(t, 2, "%s: %s", t->cmd, t->err);
+    if (!rd) return fail(t, 2, "%s: %s", cmd, t->err);
     snprintf(file, sizeof t->ckpt, "%s", vnm_ckpt_file(rd));
     if (vnm_ckpt_get_str(rd, "/", "recipe", &stored, t->err, sizeof t->err) ||
         vnm_ckpt_get_i64(rd, "/", "stage_index", &stage_index, t->err, sizeof t->err) ||
         vnm_ckpt_get_i64(rd, "/", "stage_step", &stage_step, t->err, sizeof t->err)) {
         vnm_ckpt_close(rd);
         free(stored);
-        return fail(t, 2, "%s: %s", t->cmd, t->err);
+        return fail(t, 2, "%s: %s", cmd, t->err);
     }
     /* the stored text goes through the loader again so overrides are checked as in `train` */
     char tmp[] = "/tmp/vnm-resume-XXXXXX";
@@ -1084,8 +729,7 @@ static int resume_from(trainer *t, const char *path, char **overrides, int n)
     FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
     int rc = 0;
     if (!f && fd >= 0) close(fd);
-    if (!f || fputs(stored, f) < 0 || fclose(f) != 0)
-        rc = fail(t, 1, "%s: temp file failed", t->cmd);
+    if (!f || fputs(stored, f) < 0 || fclose(f) != 0) rc = fail(t, 1, "%s: temp file failed", cmd);
     char **ov = NULL;
     if (!rc) rc = (ov = follow_output_dir(overrides, &n)) ? 0 : fail(t, 1, "out of memory");
     if (!rc) rc = load_recipe(t, tmp, ov, n);
@@ -1095,40 +739,13 @@ static int resume_from(trainer *t, const char *path, char **overrides, int n)
     if (!rc) {
         say(t, "resume: from %s\n", file);
         print_recipe_diff(t, stored);
-        /* rebuild the layers as the checkpoint's stage has them: sparse after a prune or a
-         * finished SR-STE stage, with SR-STE masks inside an SR-STE stage */
-        bool pruned = false;
-        for (int64_t i = 0; i < stage_index && i < t->r.n_stages; i++)
-            pruned |= t->r.stages[i].kind == VNM_RECIPE_STAGE_PRUNE ||
-                      t->r.stages[i].kind == VNM_RECIPE_STAGE_SPARSE_SRSTE;
-        const vnm_recipe_stage *cur =
-            stage_index < t->r.n_stages ? &t->r.stages[stage_index] : NULL;
-        if (pruned) {
-            rc = prune_all(t, true);
-        } else {
-            if (cur && cur->kind == VNM_RECIPE_STAGE_SPARSE_SRSTE && stage_step > 0)
-                rc = srste_begin(t, cur);
-            if (!rc && !t->read_only) rc = build_optim(t);
-        }
-    }
-    for (int li = 0; !rc && t->m && li < t->m->n_linears; li++) {
-        vnm_vit_linear *l = t->m->linears[li];
-        char ds[PATH_LEN];
-        vnm_ckpt_dtype dt;
-        int nd;
-        int64_t shape[VNM_CKPT_MAX_DIMS];
-        snprintf(ds, sizeof ds, "/sparse/%s.weight/perm_in", l->name);
-        if (!l->sparse || vnm_ckpt_shape(rd, ds, &dt, &nd, shape, NULL, 0)) continue;
-        t->perm_in[li] = malloc((size_t)l->in * sizeof *t->perm_in[li]);
-        if (!t->perm_in[li] ||
-            vnm_ckpt_read(rd, ds, VNM_CKPT_I32, 1, VNM_SHAPE(l->in), t->perm_in[li], t->err,
-                          sizeof t->err))
-            rc = fail(t, 2, "%s: %s", t->cmd, t->err);
+        rc = task_rc(t, t->task->resume(t->ts, stage_index, stage_step, rd));
+        if (!rc && !t->env.read_only) rc = build_optim(t);
     }
     vnm_ckpt_close(rd);
     free(stored);
     if (rc) return rc;
-    int np = state_capacity(t);
+    int np = t->task->state_capacity(t->ts);
     vnm_state_tensor *dense = malloc((size_t)np * sizeof *dense);
     vnm_state_sparse *sparse = malloc((size_t)np * sizeof *sparse);
     if (!dense || !sparse) rc = fail(t, 1, "out of memory");
@@ -1136,16 +753,15 @@ static int resume_from(trainer *t, const char *path, char **overrides, int n)
     if (!rc) {
         fill_state(t, &st, dense, sparse);
         if (vnm_state_load(file, &st, NULL, t->err, sizeof t->err))
-            rc = fail(t, 2, "%s: %s", t->cmd, t->err);
+            rc = fail(t, 2, "%s: %s", cmd, t->err);
     }
     free(dense);
     free(sparse);
-    if (!rc) rc = srste_sync(t, false);
+    if (!rc) rc = task_rc(t, t->task->state_loaded(t->ts));
+    if (!rc) rc = task_rc(t, t->task->set_pos(t->ts, st.data_pos));
     if (rc) return rc;
-    if (t->train_ld && vnm_loader_set_pos(t->train_ld, st.data_pos, t->err, sizeof t->err))
-        return fail(t, 2, "%s: %s", t->cmd, t->err);
     t->prog = st.progress;
-    if (!t->read_only && (rc = trim_metrics(t))) return rc;
+    if (!t->env.read_only && (rc = trim_metrics(t))) return rc;
     say(t, "resume: step %lld, stage %lld '%s', %lld steps into it\n", (long long)t->prog.step,
         (long long)t->prog.stage_index + 1,
         t->prog.stage_index < t->r.n_stages ? t->r.stages[t->prog.stage_index].name : "(end)",
@@ -1159,7 +775,7 @@ int vnm_cmd_resume(int argc, char **argv)
         fputs("usage: vnm resume RUN_DIR|CKPT [key=value ...]\n", argc < 1 ? stderr : stdout);
         return argc < 1 ? 2 : 0;
     }
-    trainer t = {.cmd = "resume"};
+    trainer t = {.env.cmd = "resume"};
     int rc = resume_from(&t, argv[0], argv + 1, argc - 1);
     if (!rc) rc = run_with_signals(&t);
     teardown(&t);
@@ -1177,9 +793,9 @@ int vnm_trainer_restore(const char *cmd, const char *path, char **overrides, int
         fprintf(stderr, "vnm %s: out of memory\n", cmd);
         return 1;
     }
-    t->read_only = true;
-    t->no_data = !with_data;
-    t->cmd = cmd;
+    t->env.read_only = true;
+    t->env.no_data = !with_data;
+    t->env.cmd = cmd;
     int rc = resume_from(t, path, overrides, n);
     if (rc) {
         vnm_trainer_free(t);
@@ -1194,7 +810,10 @@ vnm_restored vnm_trainer_restored(const vnm_trainer *t)
     const vnm_progress *p = &t->prog;
     int64_t si = p->stage_step == 0 && p->stage_index > 0 ? p->stage_index - 1 : p->stage_index;
     if (si >= t->r.n_stages) si = t->r.n_stages - 1;
-    return (vnm_restored){t->ctx, t->m, t->ckpt, p->step, t->r.stages[si].name, t->perm_in};
+    vnm_restored out = {.ctx = t->ctx, .file = t->ckpt, .step = p->step,
+                        .stage = t->r.stages[si].name};
+    t->task->restored(t->ts, &out);
+    return out;
 }
 
 void vnm_trainer_free(vnm_trainer *t)
@@ -1207,6 +826,6 @@ void vnm_trainer_free(vnm_trainer *t)
 int vnm_trainer_evaluate(vnm_trainer *t, vnm_eval_result *res)
 {
     int rc = evaluate(t, vnm_trainer_restored(t).stage);
-    if (!rc) *res = (vnm_eval_result){t->val_loss, t->val_top1, t->val_images, t->val_s};
+    if (!rc) *res = (vnm_eval_result){t->val.loss, t->val.top1, t->val.items, t->val_s};
     return rc;
 }

@@ -1,7 +1,7 @@
-/* train/trainer.h — `vnm train` and `vnm resume`: a ViT on Fashion-MNIST driven by a recipe
- * (train/recipe.h) through its ordered stages (dense → prune → sparse_fixed), with evaluation,
- * the progress line, the run directory (DESIGN.md "Run directory"), checkpoints through
- * train/state.h, and exact resume.
+/* train/trainer.h — `vnm train` and `vnm resume`: a model family's task (train/task.h; today the
+ * ViT on Fashion-MNIST) driven by a recipe (train/recipe.h) through its ordered stages (e.g.
+ * dense → prune → sparse_fixed), with evaluation, the progress line, the run directory
+ * (DESIGN.md "Run directory"), checkpoints through train/state.h, and exact resume.
  *
  * Step accounting: only training stages take optimiser steps. A prune stage is one-shot and takes
  * none, whatever length it declares. A stage given in epochs takes round(epochs · batches per
@@ -20,13 +20,19 @@
 #include <stdbool.h>
 
 #include "../autograd/autograd.h"
+#include "../optim/optim.h"
 #include "models/vit.h"
+#include "recipe.h"
 
 /* `vnm train RECIPE [key=value ...]`: argv[0] is the recipe path, the rest are overrides. */
 int vnm_cmd_train(int argc, char **argv);
 /* `vnm resume RUN_DIR|CKPT [key=value ...]`: continues from the checkpoint (a run directory
  * resolves to its latest one) with the recipe stored in it plus the overrides. */
 int vnm_cmd_resume(int argc, char **argv);
+
+/* The optimiser settings of a recipe's optim section (kind and hyper-parameters; the lr is the
+ * base the schedules scale). */
+vnm_optim_config vnm_trainer_optim_config(const vnm_recipe *r);
 
 /* A run restored read-only from a checkpoint, for `vnm eval` and `vnm export` (train/eval.c,
  * train/export.c): the path resolves, the recipe stored in the checkpoint takes the overrides, and
@@ -37,7 +43,7 @@ typedef struct vnm_trainer vnm_trainer;
 
 typedef struct {
     vnm_ctx *ctx;
-    vnm_vit *model;
+    vnm_vit *model;          /* the ViT task's model */
     const char *file;        /* the checkpoint file the path resolved to */
     int64_t step;            /* optimiser steps done when it was written */
     const char *stage;       /* the stage the weights come from: the one in progress, or the one
