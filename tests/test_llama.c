@@ -10,136 +10,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "llama_fixture.h"
 #include "test_util.h"
 #include "train/models/llama.h"
 #include "train/safetensors.h"
-
-typedef struct {
-    vnm_ctx *ctx;
-    char *dir; /* a fresh temporary directory */
-} fx;
-
-static int fx_setup(void **state)
-{
-    fx *f = calloc(1, sizeof *f);
-    void *dir = NULL;
-    if (!f || tu_setup_tmpdir(&dir) != 0 || !(f->ctx = tu_ctx())) return -1;
-    f->dir = dir;
-    *state = f;
-    return 0;
-}
-
-static int fx_teardown(void **state)
-{
-    fx *f = *state;
-    vnm_ctx_destroy(f->ctx);
-    void *dir = f->dir;
-    int rc = tu_teardown_tmpdir(&dir);
-    free(f);
-    return rc;
-}
-
-static void fixture_path(const char *rel, char *buf, size_t len)
-{
-    const char *dir = getenv("VNM_TEST_DATA");
-    snprintf(buf, len, "%s/%s", dir ? dir : "tests/fixtures", rel);
-}
-
-/* Fixture tensor as f32 (malloc'd); *numel receives its size. */
-static float *fixture_f32(const vnm_safetensors *st, const char *name, int64_t *numel)
-{
-    const vnm_safetensors_tensor *t = vnm_safetensors_find(st, name);
-    if (!t) fail_msg("fixture lacks '%s'", name);
-    float *buf = malloc((size_t)t->numel * sizeof *buf);
-    char err[256];
-    if (vnm_safetensors_read_f32(st, name, buf, (size_t)t->numel, err, sizeof err) != VNM_OK)
-        fail_msg("%s", err);
-    *numel = t->numel;
-    return buf;
-}
-
-/* max |a − b| / max |b| */
-static double rel_err(const float *a, const float *b, int64_t n)
-{
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < n; i++) {
-        num = fmax(num, fabs((double)a[i] - (double)b[i]));
-        den = fmax(den, fabs((double)b[i]));
-    }
-    return den > 0 ? num / den : num;
-}
-
-/* the config.json of fixture folder `name` */
-static vnm_llama_config fixture_config(const char *name)
-{
-    char rel[128], path[512], err[512];
-    snprintf(rel, sizeof rel, "%s/config.json", name);
-    fixture_path(rel, path, sizeof path);
-    vnm_llama_config cfg;
-    if (vnm_llama_config_load(path, &cfg, err, sizeof err) != VNM_OK) fail_msg("%s", err);
-    return cfg;
-}
-
-/* The fixture model in folder `name` (config.json + weights file `weights`), built with opt. */
-static vnm_llama *fixture_model(vnm_ctx *ctx, const char *name, const char *weights,
-                                const vnm_llama_options *opt)
-{
-    char rel[256], path[512], err[512];
-    vnm_llama_config cfg = fixture_config(name);
-    vnm_llama_options o = opt ? *opt : (vnm_llama_options){0};
-    o.skip_init = true;
-    vnm_llama *m = vnm_llama_new(ctx, &cfg, &o);
-    if (!m) fail_msg("%s", vnm_ctx_error(ctx));
-    snprintf(rel, sizeof rel, "%s/%s", name, weights);
-    fixture_path(rel, path, sizeof path);
-    if (vnm_llama_load(ctx, m, path, err, sizeof err) != VNM_OK) fail_msg("%s", err);
-    return m;
-}
-
-/* ids [B, T] i64 into *B, *T; malloc'd */
-static int64_t *fixture_ids(const vnm_safetensors *st, int64_t *B, int64_t *T)
-{
-    const vnm_safetensors_tensor *t = vnm_safetensors_find(st, "input_ids");
-    assert_non_null(t);
-    assert_int_equal(t->dtype, VNM_DTYPE_I64);
-    assert_int_equal(t->ndim, 2);
-    *B = t->shape[0];
-    *T = t->shape[1];
-    int64_t *ids = malloc((size_t)t->numel * sizeof *ids);
-    char err[256];
-    assert_int_equal(vnm_safetensors_read(st, "input_ids", ids, (size_t)t->numel * sizeof *ids,
-                                          err, sizeof err), VNM_OK);
-    return ids;
-}
-
-/* transformers' labels = ids, shifted: targets[b, t] = ids[b, t + 1], the last column -100 */
-static vnm_tensor *shifted_targets(vnm_ctx *ctx, const int64_t *ids, int64_t B, int64_t T)
-{
-    int32_t *tg = malloc((size_t)(B * T) * sizeof *tg);
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t t = 0; t < T; t++)
-            tg[b * T + t] = t + 1 < T ? (int32_t)ids[b * T + t + 1] : -100;
-    vnm_tensor *y = vnm_tensor_from(ctx, VNM_DTYPE_I32, 2, VNM_SHAPE(B, T), tg);
-    free(tg);
-    return y;
-}
-
-static float *logits_of(vnm_ctx *ctx, vnm_llama *m, const int64_t *ids, int64_t B, int64_t T,
-                        int64_t pos)
-{
-    vnm_ctx_reset_step(ctx);
-    vnm_tensor *x = vnm_tensor_from(ctx, VNM_DTYPE_I64, 2, VNM_SHAPE(B, T), ids);
-    vnm_tensor *y = vnm_llama_forward(ctx, m, x, pos);
-    if (!y) fail_msg("forward: %s", vnm_ctx_error(ctx));
-    return tu_host(ctx, y);
-}
 
 /* ---- config ---- */
 
 static void test_config_load(void **state)
 {
     (void)state;
-    vnm_llama_config c = fixture_config("llama_tiny");
+    vnm_llama_config c = lf_config("llama_tiny");
     assert_int_equal(c.vocab_size, 64);
     assert_int_equal(c.hidden_size, 32);
     assert_int_equal(c.intermediate_size, 88);
@@ -156,7 +37,7 @@ static void test_config_load(void **state)
     assert_int_equal(c.eos_token_ids[0], 2);
     assert_int_equal(c.pad_token_id, -1);
 
-    c = fixture_config("llama_tied");
+    c = lf_config("llama_tied");
     assert_int_equal(c.hidden_size, 24);
     assert_int_equal(c.head_dim, 8); /* explicit, not 24 / 4 */
     assert_int_equal(c.num_key_value_heads, 4);
@@ -303,7 +184,7 @@ static void test_config_save(void **state)
     vnm_llama_config a, b;
     for (int k = 0; k < 3; k++) {
         if (k < 2) {
-            a = fixture_config(cases[k]);
+            a = lf_config(cases[k]);
         } else { /* the tied config with a list of eos ids, null bos, pad 0 */
             a.n_eos_token_ids = 3;
             a.eos_token_ids[1] = 128008;
@@ -323,7 +204,7 @@ static void test_config_save(void **state)
                                    : "\"torch_dtype\":\"bfloat16\"");
         free(text);
     }
-    vnm_llama_config bad = fixture_config("llama_tied");
+    vnm_llama_config bad = lf_config("llama_tied");
     bad.num_key_value_heads = 3;
     assert_int_equal(vnm_llama_config_save(&bad, path, VNM_DTYPE_F32, err, sizeof err),
                      VNM_ERR_INPUT);
@@ -336,16 +217,16 @@ static void test_config_save(void **state)
 static void check_hf_case(vnm_ctx *ctx, const char *name)
 {
     char path[512], err[512];
-    vnm_llama *m = fixture_model(ctx, name, "model.safetensors", NULL);
+    vnm_llama *m = lf_model(ctx, name, "model.safetensors", NULL);
     snprintf(path, sizeof path, "%s/expected.safetensors", name);
     char full[640];
-    fixture_path(path, full, sizeof full);
+    lf_fixture_path(path, full, sizeof full);
     vnm_safetensors *st;
     if (vnm_safetensors_open(full, &st, err, sizeof err) != VNM_OK) fail_msg("%s", err);
     int64_t B, T, n_logits, n_loss;
-    int64_t *ids = fixture_ids(st, &B, &T);
-    float *want_logits = fixture_f32(st, "logits", &n_logits);
-    float *want_loss = fixture_f32(st, "loss", &n_loss);
+    int64_t *ids = lf_ids(st, &B, &T);
+    float *want_logits = lf_fixture_f32(st, "logits", &n_logits);
+    float *want_loss = lf_fixture_f32(st, "loss", &n_loss);
     int64_t V = m->cfg.vocab_size;
     assert_int_equal(n_logits, B * T * V);
 
@@ -356,10 +237,10 @@ static void check_hf_case(vnm_ctx *ctx, const char *name)
     assert_int_equal(logits->ndim, 3);
     assert_int_equal(logits->shape[2], V);
     float *got = tu_host(ctx, logits);
-    double e_logits = rel_err(got, want_logits, n_logits);
+    double e_logits = lf_rel_err(got, want_logits, n_logits);
     if (e_logits > 1e-4) fail_msg("%s: logits relative error %.3g > 1e-4", name, e_logits);
 
-    vnm_tensor *loss = vnm_llama_loss(ctx, logits, shifted_targets(ctx, ids, B, T));
+    vnm_tensor *loss = vnm_llama_loss(ctx, logits, lf_shifted_targets(ctx, ids, B, T));
     assert_non_null(loss);
     double l = vnm_item(ctx, loss), e_loss = fabs(l - want_loss[0]) / fabs(want_loss[0]);
     if (e_loss > 1e-5) fail_msg("%s: loss %.8g vs %.8g (relative %.3g)", name, l, want_loss[0],
@@ -374,11 +255,11 @@ static void check_hf_case(vnm_ctx *ctx, const char *name)
         char gname[128];
         snprintf(gname, sizeof gname, "grad.%s", p.name);
         int64_t n;
-        float *want = fixture_f32(st, gname, &n);
+        float *want = lf_fixture_f32(st, gname, &n);
         assert_int_equal(n, vnm_numel(p.tensor));
         if (!p.tensor->grad) fail_msg("%s: no gradient for '%s'", name, p.name);
         float *g = tu_host(ctx, p.tensor->grad);
-        double e = rel_err(g, want, n);
+        double e = lf_rel_err(g, want, n);
         if (e > worst) {
             worst = e;
             snprintf(worst_name, sizeof worst_name, "%s", p.name);
@@ -403,22 +284,22 @@ static void check_hf_case(vnm_ctx *ctx, const char *name)
 
 static void test_conformance_tiny(void **state)
 {
-    check_hf_case(((fx *)*state)->ctx, "llama_tiny");
+    check_hf_case(((lf_env *)*state)->ctx, "llama_tiny");
 }
 
 static void test_conformance_tied(void **state)
 {
-    check_hf_case(((fx *)*state)->ctx, "llama_tied");
+    check_hf_case(((lf_env *)*state)->ctx, "llama_tied");
 }
 
 /* the fixture's input ids (malloc'd) */
 static int64_t *tiny_ids(int64_t *B, int64_t *T)
 {
     char path[512], err[512];
-    fixture_path("llama_tiny/expected.safetensors", path, sizeof path);
+    lf_fixture_path("llama_tiny/expected.safetensors", path, sizeof path);
     vnm_safetensors *st;
     if (vnm_safetensors_open(path, &st, err, sizeof err) != VNM_OK) fail_msg("%s", err);
-    int64_t *ids = fixture_ids(st, B, T);
+    int64_t *ids = lf_ids(st, B, T);
     vnm_safetensors_close(st);
     return ids;
 }
@@ -426,12 +307,12 @@ static int64_t *tiny_ids(int64_t *B, int64_t *T)
 /* The bf16 shards hold the same (bf16-exact) weights: the same logits, bit for bit. */
 static void test_bf16_shards(void **state)
 {
-    vnm_ctx *ctx = ((fx *)*state)->ctx;
+    vnm_ctx *ctx = ((lf_env *)*state)->ctx;
     int64_t B, T;
     int64_t *ids = tiny_ids(&B, &T);
-    vnm_llama *a = fixture_model(ctx, "llama_tiny", "model.safetensors", NULL);
-    vnm_llama *b = fixture_model(ctx, "llama_tiny", "bf16/model.safetensors.index.json", NULL);
-    float *la = logits_of(ctx, a, ids, B, T, 0), *lb = logits_of(ctx, b, ids, B, T, 0);
+    vnm_llama *a = lf_model(ctx, "llama_tiny", "model.safetensors", NULL);
+    vnm_llama *b = lf_model(ctx, "llama_tiny", "bf16/model.safetensors.index.json", NULL);
+    float *la = lf_logits(ctx, a, ids, B, T, 0), *lb = lf_logits(ctx, b, ids, B, T, 0);
     assert_memory_equal(la, lb, (size_t)(B * T * 64) * sizeof *la);
     free(la);
     free(lb);
@@ -451,9 +332,9 @@ static float **train_grads(vnm_ctx *ctx, vnm_llama *m, const int64_t *ids, int64
     }
     vnm_tensor *x = vnm_tensor_from(ctx, VNM_DTYPE_I64, 2, VNM_SHAPE(B, T), ids);
     vnm_tensor *loss = vnm_llama_loss(ctx, vnm_llama_forward(ctx, m, x, 0),
-                                      shifted_targets(ctx, ids, B, T));
+                                      lf_shifted_targets(ctx, ids, B, T));
     assert_int_equal(vnm_backward(ctx, loss), VNM_OK);
-    float **g = calloc((size_t)n, sizeof *g);
+    float **g = calloc((size_t)(n > 0 ? n : 1), sizeof *g);
     for (int i = 0; i < n; i++) {
         vnm_tensor *p = vnm_llama_param_at(m, i).tensor;
         if (p->requires_grad && p->grad) g[i] = tu_host(ctx, p->grad);
@@ -466,22 +347,22 @@ static float **train_grads(vnm_ctx *ctx, vnm_llama *m, const int64_t *ids, int64
  * with the f32 model's gradients; building it frozen never allocates the f32 weights. */
 static void test_frozen_bf16(void **state)
 {
-    fx *f = *state;
+    lf_env *f = *state;
     vnm_ctx *ctx = f->ctx;
     int64_t B, T;
     int64_t *ids = tiny_ids(&B, &T);
     size_t n_logits = (size_t)(B * T * 64) * sizeof(float);
-    vnm_llama *ref = fixture_model(ctx, "llama_tiny", "model.safetensors", NULL);
-    float *want = logits_of(ctx, ref, ids, B, T, 0);
+    vnm_llama *ref = lf_model(ctx, "llama_tiny", "model.safetensors", NULL);
+    float *want = lf_logits(ctx, ref, ids, B, T, 0);
     float **want_g = train_grads(ctx, ref, ids, B, T);
 
-    vnm_llama *a = fixture_model(ctx, "llama_tiny", "model.safetensors", NULL);
+    vnm_llama *a = lf_model(ctx, "llama_tiny", "model.safetensors", NULL);
     assert_int_equal(vnm_llama_freeze_base(ctx, a, VNM_DTYPE_BF16, false), VNM_OK);
     assert_int_equal(a->layers[1].down_proj.weight->dtype, VNM_DTYPE_BF16);
     assert_int_equal(a->lm_head.weight->dtype, VNM_DTYPE_BF16);
     assert_false(a->layers[0].q_proj.weight->requires_grad || a->embed_tokens->requires_grad);
     assert_true(a->norm->requires_grad && a->layers[0].input_layernorm->requires_grad);
-    float *got = logits_of(ctx, a, ids, B, T, 0);
+    float *got = lf_logits(ctx, a, ids, B, T, 0);
     assert_memory_equal(got, want, n_logits);
     free(got);
     float **g = train_grads(ctx, a, ids, B, T);
@@ -496,12 +377,12 @@ static void test_frozen_bf16(void **state)
     /* built frozen: the persistent arena grows by the bf16 weights, not f32 ones */
     size_t before = vnm_ctx_persistent_bytes(ctx);
     vnm_llama_options opt = {.frozen = true, .base_dtype = VNM_DTYPE_BF16, .freeze_norms = true};
-    vnm_llama *b = fixture_model(ctx, "llama_tiny", "bf16/model.safetensors.index.json", &opt);
+    vnm_llama *b = lf_model(ctx, "llama_tiny", "bf16/model.safetensors.index.json", &opt);
     size_t used = vnm_ctx_persistent_bytes(ctx) - before;
     int64_t linear_w = vnm_llama_numel(b) - 64 * 32 - 5 * 32; /* all but embedding and norms */
     assert_true(used < (size_t)(linear_w * 4)); /* f32 linears alone would need this much */
     assert_false(b->norm->requires_grad);
-    got = logits_of(ctx, b, ids, B, T, 0);
+    got = lf_logits(ctx, b, ids, B, T, 0);
     assert_memory_equal(got, want, n_logits);
     free(got);
 
@@ -513,7 +394,7 @@ static void test_frozen_bf16(void **state)
     vnm_llama_config cfg = ref->cfg;
     vnm_llama *c = vnm_llama_new(ctx, &cfg, NULL);
     if (vnm_llama_load(ctx, c, path, err, sizeof err) != VNM_OK) fail_msg("%s", err);
-    got = logits_of(ctx, c, ids, B, T, 0);
+    got = lf_logits(ctx, c, ids, B, T, 0);
     assert_memory_equal(got, want, n_logits);
     free(path);
     free(got);
@@ -575,14 +456,14 @@ static void assert_params_equal(vnm_ctx *ctx, const vnm_llama *a, const vnm_llam
  * bf16 save holds the weights rounded to nearest even. */
 static void test_save_load_round_trip(void **state)
 {
-    fx *f = *state;
+    lf_env *f = *state;
     vnm_ctx *ctx = f->ctx;
     char err[512];
     vnm_llama_config cfg = small_config(false, true);
     vnm_llama *a = vnm_llama_new(ctx, &cfg, NULL), *b = vnm_llama_new(ctx, &cfg, NULL);
     vnm_llama *c = vnm_llama_new(ctx, &cfg, NULL);
     randomise(ctx, a);
-    float *la = logits_of(ctx, a, small_ids, 2, 7, 0), *lb = logits_of(ctx, b, small_ids, 2, 7, 0);
+    float *la = lf_logits(ctx, a, small_ids, 2, 7, 0), *lb = lf_logits(ctx, b, small_ids, 2, 7, 0);
     size_t n_logits = 2 * 7 * 11 * sizeof(float);
     assert_true(memcmp(la, lb, n_logits) != 0);
     free(lb);
@@ -592,7 +473,7 @@ static void test_save_load_round_trip(void **state)
         fail_msg("%s", err);
     if (vnm_llama_load(ctx, b, single, err, sizeof err) != VNM_OK) fail_msg("%s", err);
     assert_params_equal(ctx, a, b);
-    lb = logits_of(ctx, b, small_ids, 2, 7, 0);
+    lb = lf_logits(ctx, b, small_ids, 2, 7, 0);
     assert_memory_equal(la, lb, n_logits);
     free(lb);
 
@@ -700,7 +581,7 @@ static void expect_load_error(vnm_ctx *ctx, vnm_llama *m, const entry_set *s, co
  * embedding as lm_head.weight but refuses a different one. */
 static void test_load_errors(void **state)
 {
-    fx *f = *state;
+    lf_env *f = *state;
     vnm_ctx *ctx = f->ctx;
     vnm_llama_config cfg = small_config(false, true);
     vnm_llama *m = vnm_llama_new(ctx, &cfg, NULL);
@@ -710,7 +591,7 @@ static void test_load_errors(void **state)
     for (int i = 0; i < s.n; i++) /* values unlike the model's, so a partial load would show */
         for (int64_t j = 0; j < vnm_numel(vnm_llama_param_at(m, i).tensor); j++)
             s.data[i][j] = 0.25f + 0.001f * (float)j;
-    float *before = logits_of(ctx, m, small_ids, 2, 7, 0);
+    float *before = lf_logits(ctx, m, small_ids, 2, 7, 0);
 
     entry_set t = s;
     int k = entry_index(&t, "model.layers.1.mlp.down_proj.bias");
@@ -742,7 +623,7 @@ static void test_load_errors(void **state)
     expect_load_error(ctx, m, &t, path,
                       "tensor 'model.norm.weight' is [8] i64, expected f32, bf16 or f16 data");
 
-    float *after = logits_of(ctx, m, small_ids, 2, 7, 0);
+    float *after = lf_logits(ctx, m, small_ids, 2, 7, 0);
     assert_memory_equal(before, after, 2 * 7 * 11 * sizeof(float));
     free(after);
 
@@ -803,7 +684,7 @@ static vnm_tensor *f_llama(vnm_ctx *ctx, vnm_tensor **in, void *user)
  * attention, RoPE at an offset, SwiGLU, lm_head; tied: the embedding through both uses). */
 static void test_gradcheck(void **state)
 {
-    vnm_ctx *ctx = ((fx *)*state)->ctx;
+    vnm_ctx *ctx = ((lf_env *)*state)->ctx;
     for (int tied = 0; tied <= 1; tied++) {
         vnm_llama_config cfg = small_config(tied, !tied);
         vnm_llama *m = vnm_llama_new(ctx, &cfg, NULL);
@@ -838,22 +719,22 @@ static void test_gradcheck(void **state)
  * relative positions alone. */
 static void test_causal(void **state)
 {
-    vnm_ctx *ctx = ((fx *)*state)->ctx;
+    vnm_ctx *ctx = ((lf_env *)*state)->ctx;
     int64_t B, T;
     int64_t *ids = tiny_ids(&B, &T);
-    vnm_llama *m = fixture_model(ctx, "llama_tiny", "model.safetensors", NULL);
+    vnm_llama *m = lf_model(ctx, "llama_tiny", "model.safetensors", NULL);
     const int64_t V = 64, t0 = 6;
-    float *a = logits_of(ctx, m, ids, B, T, 0);
+    float *a = lf_logits(ctx, m, ids, B, T, 0);
     for (int64_t b = 0; b < B; b++) ids[b * T + t0] = (ids[b * T + t0] + 1) % V;
-    float *c = logits_of(ctx, m, ids, B, T, 0);
+    float *c = lf_logits(ctx, m, ids, B, T, 0);
     for (int64_t b = 0; b < B; b++) {
         const float *ra = a + b * T * V, *rc = c + b * T * V;
         assert_memory_equal(ra, rc, (size_t)(t0 * V) * sizeof *ra);
         assert_true(memcmp(ra + t0 * V, rc + t0 * V, (size_t)V * sizeof *ra) != 0);
     }
-    float *s = logits_of(ctx, m, ids, B, T, 5);
+    float *s = lf_logits(ctx, m, ids, B, T, 5);
     assert_true(memcmp(s, c, (size_t)(B * T * V) * sizeof *s) != 0);
-    double e = rel_err(s, c, B * T * V);
+    double e = lf_rel_err(s, c, B * T * V);
     if (e > 1e-4) fail_msg("pos_offset 5 vs 0: logits differ by %.3g relative", e);
     free(a);
     free(c);
@@ -906,7 +787,7 @@ static vnm_llama_config init_config(void)
  * holds its rounding. */
 static void test_init(void **state)
 {
-    vnm_ctx *ctx = ((fx *)*state)->ctx;
+    vnm_ctx *ctx = ((lf_env *)*state)->ctx;
     vnm_llama_config cfg = init_config();
     vnm_llama *m = vnm_llama_new(ctx, &cfg, NULL);
     assert_non_null(m);
@@ -960,7 +841,7 @@ static void test_init(void **state)
 /* State-dict order and names as transformers' named_parameters(), and its parameter counts. */
 static void test_params(void **state)
 {
-    vnm_ctx *ctx = ((fx *)*state)->ctx;
+    vnm_ctx *ctx = ((lf_env *)*state)->ctx;
     static const char *const layer0[] = {
         "self_attn.q_proj.weight", "self_attn.q_proj.bias",  "self_attn.k_proj.weight",
         "self_attn.k_proj.bias",   "self_attn.v_proj.weight", "self_attn.v_proj.bias",
@@ -968,7 +849,7 @@ static void test_params(void **state)
         "mlp.gate_proj.bias",      "mlp.up_proj.weight",     "mlp.up_proj.bias",
         "mlp.down_proj.weight",    "mlp.down_proj.bias",     "input_layernorm.weight",
         "post_attention_layernorm.weight"};
-    vnm_llama_config cfg = fixture_config("llama_tied");
+    vnm_llama_config cfg = lf_config("llama_tied");
     vnm_llama *m = vnm_llama_new(ctx, &cfg, NULL);
     assert_int_equal(vnm_llama_param_count(m), 34);
     assert_int_equal(vnm_llama_numel(m), 13624);
@@ -993,7 +874,7 @@ static void test_params(void **state)
     assert_ptr_equal(m->lm_head.weight, m->embed_tokens);
     vnm_llama_free(m);
 
-    cfg = fixture_config("llama_tiny");
+    cfg = lf_config("llama_tiny");
     m = vnm_llama_new(ctx, &cfg, NULL);
     assert_int_equal(vnm_llama_param_count(m), 21);
     assert_int_equal(vnm_llama_numel(m), 27296);
@@ -1007,7 +888,7 @@ static void test_params(void **state)
 /* Bad configs, options and inputs fail with a message, not a crash. */
 static void test_bad_input(void **state)
 {
-    vnm_ctx *ctx = ((fx *)*state)->ctx;
+    vnm_ctx *ctx = ((lf_env *)*state)->ctx;
     vnm_llama_config cfg = small_config(false, false);
     cfg.num_key_value_heads = 3;
     assert_null(vnm_llama_new(ctx, &cfg, NULL));
@@ -1054,17 +935,17 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_config_v4_layout, tu_setup_tmpdir, tu_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_config_errors, tu_setup_tmpdir, tu_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_config_save, tu_setup_tmpdir, tu_teardown_tmpdir),
-        cmocka_unit_test_setup_teardown(test_conformance_tiny, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_conformance_tied, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_bf16_shards, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_frozen_bf16, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_save_load_round_trip, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_load_errors, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_gradcheck, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_causal, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_init, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_params, fx_setup, fx_teardown),
-        cmocka_unit_test_setup_teardown(test_bad_input, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_conformance_tiny, lf_setup, lf_teardown),
+        cmocka_unit_test_setup_teardown(test_conformance_tied, lf_setup, lf_teardown),
+        cmocka_unit_test_setup_teardown(test_bf16_shards, lf_setup, lf_teardown),
+        cmocka_unit_test_setup_teardown(test_frozen_bf16, lf_setup, lf_teardown),
+        cmocka_unit_test_setup_teardown(test_save_load_round_trip, lf_setup, lf_teardown),
+        cmocka_unit_test_setup_teardown(test_load_errors, lf_setup, lf_teardown),
+        cmocka_unit_test_setup_teardown(test_gradcheck, lf_setup, lf_teardown),
+        cmocka_unit_test_setup_teardown(test_causal, lf_setup, lf_teardown),
+        cmocka_unit_test_setup_teardown(test_init, lf_setup, lf_teardown),
+        cmocka_unit_test_setup_teardown(test_params, lf_setup, lf_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_input, lf_setup, lf_teardown),
     };
     return cmocka_run_group_tests_name("llama", tests, NULL, NULL);
 }

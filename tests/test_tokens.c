@@ -1,9 +1,9 @@
 /* tests/test_tokens.c — token data for language models: the shard format (round trips, every
  * header validation error), the split writer, token datasets over several shards, the
  * packed-sequence loader (windows, targets, shuffle, resume, evaluation order), the byte-level
- * tokenizer, `vnm tokenize` end to end, and agreement with tools/tokenize.py --byte through the
+ * tokenizer, `vnm tokenize` end to end, and agreement with tools/tokenize_text.py --byte through the
  * committed fixture tests/fixtures/tokens_byte/ (made from tests/fixtures/tokens_input_{a,b}.txt
- * with the command in tools/tokenize.py's docstring).
+ * with the command in tools/tokenize_text.py's docstring).
  *
  * Every test works in a fresh /tmp/vnm_test_tokens_<pid>_XXXXXX directory removed afterwards. */
 #include <stdio.h>
@@ -776,7 +776,7 @@ static void test_cmd_tokenize(void **state)
     free(out_dir);
 }
 
-/* `vnm tokenize` and tools/tokenize.py --byte write the same bytes for the same flags. */
+/* `vnm tokenize` and tools/tokenize_text.py --byte write the same bytes for the same flags. */
 static void test_matches_python_fixture(void **state)
 {
     const char *dir = *state;

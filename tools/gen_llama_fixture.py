@@ -45,6 +45,7 @@ in eval mode (no dropout) on one CPU thread. Fixed seeds (and a fixed Python has
 restarts itself with PYTHONHASHSEED=0, as peft writes target_modules in set order): a rerun with
 the same library versions writes the same bytes.
 """
+import copy
 import json
 import os
 import shutil
@@ -120,8 +121,9 @@ def save_bf16_shards(model, path):
     """The bf16 copy as two shards through save_pretrained (max_shard_size below half the total,
     above its largest tensor) plus its index."""
     total = sum(p.numel() * 2 for p in model.parameters())
-    model.to(torch.bfloat16).save_pretrained(path, max_shard_size=total * 3 // 5)
-    model.to(torch.float32)
+    # a copy: converting the model in place and back would leave its RoPE frequency buffer
+    # rounded to bf16, and every later output of it off by ~1e-3
+    copy.deepcopy(model).to(torch.bfloat16).save_pretrained(path, max_shard_size=total * 3 // 5)
     shards = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
     assert shards == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"], \
         shards

@@ -1,6 +1,6 @@
 /* train/tokenize.c — `vnm tokenize`: text files cut into documents, byte-level tokenized (each
  * document its bytes then EOS), every K-th document to the val split, written as token shards.
- * tools/tokenize.py --byte implements the same rules and must stay byte-identical (the tokens test
+ * tools/tokenize_text.py --byte implements the same rules and must stay byte-identical (the tokens test
  * compares both on a committed fixture). */
 #include <errno.h>
 #include <limits.h>
@@ -31,7 +31,7 @@ static const char tokenize_usage[] =
     "  --shard-tokens N   at most N tokens per shard (default 100000000)\n"
     "\n"
     "Prints one JSON line: {\"documents\":D,\"train\":{\"documents\":..,\"tokens\":..,\n"
-    "\"shards\":..},\"val\":{...}}. tools/tokenize.py writes the same files, also with Hugging\n"
+    "\"shards\":..},\"val\":{...}}. tools/tokenize_text.py writes the same files, also with Hugging\n"
     "Face or SentencePiece tokenizers.\n";
 
 typedef struct {

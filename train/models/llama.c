@@ -675,6 +675,7 @@ vnm_llama *vnm_llama_new(vnm_ctx *ctx, const vnm_llama_config *cfg, const vnm_ll
 void vnm_llama_free(vnm_llama *m)
 {
     if (!m) return;
+    for (int i = 0; i < m->n_linears; i++) vnm_lora_free(m->linears[i]->lora);
     free(m->layers);
     free(m->linears);
     free(m->params);
@@ -752,13 +753,15 @@ vnm_status vnm_llama_freeze_base(vnm_ctx *ctx, vnm_llama *m, vnm_dtype dtype, bo
 vnm_tensor *vnm_llama_linear_forward(vnm_ctx *ctx, vnm_llama_linear *l, vnm_tensor *x)
 {
     if (!x) return NULL;
+    if (l->lora && l->lora->mask) return vnm_lora_masked_linear(ctx, l->lora, x, l->bias);
     vnm_tensor *w = l->weight; // [out, in]
     if (w->dtype != VNM_DTYPE_F32) {
         w = vnm_to_dtype(ctx, w, VNM_DTYPE_F32); /* per use, in the step arena */
         if (!w) return NULL;
         w->name = l->weight->name; /* the linear hook identifies the layer by it */
     }
-    return vnm_linear(ctx, x, w, l->bias);
+    vnm_tensor *y = vnm_linear(ctx, x, w, l->bias); // [..., out]
+    return l->lora ? vnm_lora_add(ctx, l->lora, x, y) : y;
 }
 
 /* x[B, T, H·hd] → heads [B, H, T, hd] (a view) */
@@ -968,6 +971,28 @@ vnm_status vnm_llama_load(vnm_ctx *ctx, vnm_llama *m, const char *path, char *er
     return rc;
 }
 
+/* Host copy in dtype (malloc'd) of the weight linear l computes with, adapters merged; NULL with
+ * a message. */
+static void *merged_copy(vnm_ctx *ctx, const vnm_llama_linear *l, vnm_dtype dtype,
+                         const char *path, char *err, size_t err_len)
+{
+    int64_t n = l->out * l->in;
+    float *f = malloc((size_t)n * sizeof *f);
+    void *out = dtype == VNM_DTYPE_F32 ? (void *)f : malloc((size_t)n * vnm_dtype_size(dtype));
+    if (f && out && vnm_lora_effective_weight(ctx, l->lora, l->weight, f) == VNM_OK) {
+        if (out != f) {
+            host_convert(out, dtype, f, VNM_DTYPE_F32, n);
+            free(f);
+        }
+        return out;
+    }
+    vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "llama: %s: cannot merge the adapters of '%s': %s",
+               path, l->name, f && out ? vnm_ctx_error(ctx) : "out of memory");
+    if (out != f) free(out);
+    free(f);
+    return NULL;
+}
+
 /* Host copy of t in dtype (malloc'd), NULL with a message. */
 static void *host_copy(vnm_ctx *ctx, const vnm_tensor *t, vnm_dtype dtype, const char *path,
                        char *err, size_t err_len)
@@ -999,6 +1024,9 @@ vnm_status vnm_llama_save(vnm_ctx *ctx, const vnm_llama *m, const char *path, vn
         return vnm_errbuf(err, err_len, VNM_ERR_INPUT,
                           "llama: %s: cannot save as %s (f32, bf16 or f16)", path,
                           vnm_dtype_name(dtype));
+    if (m->cfg.tie_word_embeddings && m->lm_head.lora)
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "llama: %s: lm_head has adapters but is "
+                          "tied to the embedding; a tied file cannot hold the merged head", path);
     int n = m->n_params;
     vnm_safetensors_entry *es = calloc((size_t)n, sizeof *es);
     void **data = calloc((size_t)n, sizeof *data);
@@ -1007,8 +1035,12 @@ vnm_status vnm_llama_save(vnm_ctx *ctx, const vnm_llama *m, const char *path, vn
                                             "llama: %s: out of memory", path);
     for (int i = 0; rc == VNM_OK && i < n; i++) {
         const vnm_llama_param *p = &m->params[i];
-        const vnm_tensor *t = vnm_llama_param_at(m, i).tensor;
-        if (!(data[i] = host_copy(ctx, t, dtype, path, err, err_len))) rc = VNM_ERR_RUNTIME;
+        vnm_llama_param q = vnm_llama_param_at(m, i);
+        const vnm_tensor *t = q.tensor;
+        bool merged = q.linear && q.linear->lora && t == q.linear->weight;
+        data[i] = merged ? merged_copy(ctx, q.linear, dtype, path, err, err_len)
+                         : host_copy(ctx, t, dtype, path, err, err_len);
+        if (!data[i]) rc = VNM_ERR_RUNTIME;
         es[i] = (vnm_safetensors_entry){.name = p->name, .dtype = dtype, .ndim = t->ndim,
                                         .shape = t->shape, .data = data[i]};
     }

@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "../../autograd/autograd.h"
+#include "../../sparse/sparse.h"
 
 #define VNM_LLAMA_NAME_MAX 64
 #define VNM_LLAMA_MAX_EOS 8
@@ -77,9 +78,13 @@ typedef struct {
     vnm_tensor *weight; /* [out, in]: an f32 parameter, or a frozen f32/bf16/f16 buffer; a tied
                          * lm_head shares model.embed_tokens.weight */
     vnm_tensor *bias;   /* [out] f32, or NULL (attention_bias / mlp_bias off, lm_head) */
+    vnm_lora *lora;     /* LoRA adapters (train/peft.h attaches them; the model frees them), or
+                         * NULL */
 } vnm_llama_linear;
 
-/* Through vnm_linear, a frozen bf16/f16 weight converted to f32 first (in the step arena). */
+/* Through vnm_linear, a frozen bf16/f16 weight converted to f32 first (in the step arena); with
+ * adapters, plus the adapter branch (dense mode) or as the masked effective weight
+ * (W + s·B·A) ⊙ Mk at the kept positions (masked mode), see sparse/sparse.h. */
 vnm_tensor *vnm_llama_linear_forward(vnm_ctx *ctx, vnm_llama_linear *l, vnm_tensor *x);
 
 typedef struct {
@@ -160,7 +165,9 @@ vnm_tensor *vnm_llama_loss(vnm_ctx *ctx, vnm_tensor *logits, vnm_tensor *targets
 vnm_status vnm_llama_load(vnm_ctx *ctx, vnm_llama *m, const char *path, char *err,
                           size_t err_len);
 
-/* Writes every parameter under its HF name in dtype (f32, bf16 or f16; round to nearest even),
+/* Writes every parameter under its HF name in dtype; a linear with adapters is written merged, as
+ * the weight it computes with ((W + s·B·A) ⊙ Mk, PEFT's merge_and_unload of a dense adapter),
+ * so the file is the function the model computes (f32, bf16 or f16; round to nearest even),
  * with metadata format "pt" as transformers expects. max_shard_bytes 0 writes the single file
  * path; otherwise path must be "<dir>/model.safetensors.index.json" and the tensors, in state-dict
  * order, go to shards of at most max_shard_bytes of data next to it. A tied model writes no

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Tokenizes text files into vnm token shards (the VNMTOKEN format described in data/data.h).
 
-    python3 tools/tokenize.py --out DIR (--byte | --hf-tokenizer NAME_OR_PATH |
+    python3 tools/tokenize_text.py --out DIR (--byte | --hf-tokenizer NAME_OR_PATH |
                               --sentencepiece MODEL) [--doc-sep LINE] [--val-every K]
                               [--shard-tokens N] FILE...
 
@@ -24,7 +24,7 @@ Tokenizers:
                          its bytes then EOS. Byte-identical to `vnm tokenize` with the same flags:
                          tests/test_tokens.c compares vnm's output with tests/fixtures/tokens_byte/,
                          made by
-                           python3 tools/tokenize.py --byte --out tests/fixtures/tokens_byte \\
+                           python3 tools/tokenize_text.py --byte --out tests/fixtures/tokens_byte \\
                              --doc-sep % --val-every 3 --shard-tokens 200 \\
                              tests/fixtures/tokens_input_a.txt tests/fixtures/tokens_input_b.txt
   --hf-tokenizer NAME    transformers' AutoTokenizer (a local path, or a name in the local cache):
@@ -35,20 +35,14 @@ Tokenizers:
 Text is decoded as UTF-8 (invalid bytes replaced) for the last two. Only the chosen tokenizer's
 library is imported. Exit codes: 0 ok, 1 runtime failure, 2 bad input.
 """
+import argparse
+import json
 import os
+import re
+import struct
 import sys
 
-# This file shares its name with the standard library's tokenize module, which modules imported
-# below import in turn (inspect, linecache): its folder must not be on the module search path.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-import struct  # noqa: E402
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 MAGIC = b"VNMTOKEN"
 VERSION = 1
@@ -211,7 +205,7 @@ def documents(path, sep):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(
-        prog="tokenize.py",
+        prog="tokenize_text.py",
         description="Tokenize text files into vnm token shards (see the module docstring).")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--byte", action="store_true", help="byte-level (vnm tokenize's ids)")
@@ -287,10 +281,10 @@ def main(argv=None):
     try:
         run(args)
     except BadInput as e:
-        print(f"tokenize.py: {e}", file=sys.stderr)
+        print(f"tokenize_text.py: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"tokenize.py: {e}", file=sys.stderr)
+        print(f"tokenize_text.py: {e}", file=sys.stderr)
         return 1
     return 0
 
