@@ -1,5 +1,5 @@
 /* data/byte_tokenizer.c — the byte-level tokenizer: ids 0..255 are bytes, 256 BOS, 257 EOS. It
- * needs no model file, so the quickstart and tests run on any text; tools/tokenize.py --byte
+ * needs no model file, so the quickstart and tests run on any text; tools/tokenize_text.py --byte
  * produces the same ids. */
 #include <string.h>
 

@@ -132,7 +132,7 @@ vnm_status vnm_sampler_seek(const char *who, vnm_sampler_pos pos, int64_t n, int
  * Writers pick u16 when vocab_size ≤ 65536, else u32 (readers accept either). A data set is a
  * directory; its split S ("train", "val") is the files S-00000.tok, S-00001.tok, … numbered without
  * gaps, whose concatenation in that order is the split's token stream. All shards of a split
- * agree on vocab_size and eos_id. tools/tokenize.py writes the same files from Python. */
+ * agree on vocab_size and eos_id. tools/tokenize_text.py writes the same files from Python. */
 #define VNM_TOKENS_MAGIC "VNMTOKEN"
 #define VNM_TOKENS_VERSION 1u
 #define VNM_TOKENS_HEADER_BYTES 32
