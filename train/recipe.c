@@ -108,6 +108,18 @@ static const schema_key RECIPE_KEYS[] = {
         .aliases = "drop_path_rate", .help = "stochastic depth rate"),
     KEY("model.weights", T_STR, R(model.weights), .flags = F_PATH_EXISTS,
         .aliases = "checkpoint pretrained", .help = "safetensors to start from (must exist)"),
+    KEY("model.config", T_STR, R(model.config), .flags = F_PATH_EXISTS,
+        .aliases = "config_json", .help = "llama: transformers config.json (instead of dims)"),
+    KEY("model.kv_heads", T_INT, R(model.kv_heads), GE(0), .def = "0",
+        .aliases = "num_key_value_heads", .help = "llama: key/value heads (0: heads)"),
+    KEY("model.vocab_size", T_INT, R(model.vocab_size), GE(0), .def = "0",
+        .help = "llama: vocabulary (0: the token data's)"),
+    KEY("model.max_positions", T_INT, R(model.max_positions), GE(0), .def = "0",
+        .aliases = "max_position_embeddings", .help = "llama: context length (0: data.seq_len)"),
+    KEY("model.rope_theta", T_FLOAT, R(model.rope_theta), GT(0), .def = "10000",
+        .help = "llama: RoPE base"),
+    KEY("model.tie_embeddings", T_BOOL, R(model.tie_embeddings), .def = "false",
+        .aliases = "tie_word_embeddings", .help = "llama: lm_head shares the embedding"),
     KEY("data", T_SECTION, -1, .help = "dataset, batches, augmentation"),
     KEY("data.dataset", T_ENUM, R(data.dataset), .names = DATASETS, .def = "fashion_mnist",
         .aliases = "name", .help = "dataset kind"),
@@ -124,6 +136,8 @@ static const schema_key RECIPE_KEYS[] = {
         .help = "random horizontal flip"),
     KEY("data.workers", T_INT, R(data.workers), GE(0), .def = "2", .aliases = "num_workers",
         .help = "loader threads"),
+    KEY("data.seq_len", T_INT, R(data.seq_len), GE(1), .def = "256",
+        .aliases = "max_seq_len block_size", .help = "tokens: packed sequence length"),
     KEY("sparsity", T_SECTION, R(sparsity.present), .help = "V:N:M pruning"),
     KEY("sparsity.pattern", T_PATTERN, R(sparsity.pattern), .def = "'64:2:8'",
         .help = "V:N:M pattern"),
@@ -145,11 +159,12 @@ static const schema_key RECIPE_KEYS[] = {
         .help = "scale numerator"),
     KEY("lora.dropout", T_FLOAT, R(lora.dropout), GE(0), LT(1), .def = "0",
         .aliases = "lora_dropout", .help = "dropout on the adapter input"),
-    KEY("lora.targets", T_STRLIST, R(lora.targets),
-        .def = "['blocks.*.attn.qkv.weight', 'blocks.*.attn.proj.weight']",
-        .aliases = "target_modules", .help = "weight name globs given adapters"),
+    KEY("lora.targets", T_STRLIST, R(lora.targets), .def = "['all-linear']",
+        .aliases = "target_modules", .help = "PEFT target_modules: names, suffixes, all-linear"),
     KEY("lora.rslora", T_BOOL, R(lora.rslora), .def = "false", .aliases = "use_rslora",
         .help = "scale alpha/sqrt(r) instead of alpha/r"),
+    KEY("lora.base_dtype", T_ENUM, R(lora.base_dtype), .names = PRECISIONS, .def = "bf16",
+        .help = "frozen base weights: f32 or bf16 (halves their memory)"),
     KEY("optim", T_SECTION, -1, .aliases = "optimizer optimiser", .help = "optimiser"),
     KEY("optim.name", T_ENUM, R(optim.name), .names = OPTIMS, .def = "adamw", .aliases = "type",
         .help = "optimiser"),
@@ -220,6 +235,11 @@ static const schema_key STAGE_KEYS[] = {
         .help = "steps between mask updates"),
     KEY("srste.lambda_w", T_FLOAT, S(srste.lambda_w), GE(0), .def = "0.0002",
         .help = "sparse-refined decay on pruned weights"),
+    KEY("lora", T_SECTION, -1, .help = "LoRA re-pruning (lora_sparse_dynamic stages)"),
+    KEY("lora.every", T_INT, S(lora.every), GE(1), .def = "50",
+        .help = "steps between merge and re-prune"),
+    KEY("lora.lambda", T_FLOAT, S(lora.lambda), GE(0), .def = "0.0001",
+        .help = "regulariser on entries the previous mask pruned"),
 };
 
 typedef struct {
@@ -965,8 +985,32 @@ static vnm_status apply_override(loader *ld, vnm_recipe *r, const char *text)
 
 /* ---- rules across keys ---- */
 
+/* llama: a config.json, or custom dims with kv_heads dividing heads; intermediate size is
+ * mlp_ratio · embed_dim (rounded), vocab and context come from the data when 0. */
+static vnm_status resolve_llama(loader *ld, vnm_recipe *r)
+{
+    if (r->model.config) return VNM_OK;
+    if (r->model.size != VNM_RECIPE_SIZE_CUSTOM)
+        return fail_at(ld, "model.size", "llama has no size presets: give model.config (a "
+                       "transformers config.json) or size: custom with embed_dim, depth, heads");
+    static const char *const names[3] = {"model.embed_dim", "model.depth", "model.heads"};
+    const int64_t dims[3] = {r->model.embed_dim, r->model.depth, r->model.heads};
+    for (int i = 0; i < 3; i++)
+        if (dims[i] == 0) return fail_at(ld, "model.size", "size custom needs %s", names[i]);
+    if (r->model.kv_heads == 0) r->model.kv_heads = r->model.heads;
+    if (r->model.embed_dim % r->model.heads || (r->model.embed_dim / r->model.heads) % 2)
+        return fail_at(ld, "model.heads", "%" PRId64 " heads must divide embed_dim %" PRId64
+                       " into even head sizes (RoPE rotates pairs)", r->model.heads,
+                       r->model.embed_dim);
+    if (r->model.heads % r->model.kv_heads)
+        return fail_at(ld, "model.kv_heads", "%" PRId64 " does not divide heads %" PRId64,
+                       r->model.kv_heads, r->model.heads);
+    return VNM_OK;
+}
+
 static vnm_status resolve_model(loader *ld, vnm_recipe *r)
 {
+    if (r->model.arch == VNM_RECIPE_ARCH_LLAMA) return resolve_llama(ld, r);
     static const int64_t presets[3][3] = {{192, 12, 3}, {384, 12, 6}, {768, 12, 12}}; /* DeiT */
     int64_t *dims[3] = {&r->model.embed_dim, &r->model.depth, &r->model.heads};
     static const char *const names[3] = {"model.embed_dim", "model.depth", "model.heads"};
@@ -992,13 +1036,14 @@ static vnm_status resolve_model(loader *ld, vnm_recipe *r)
 
 static bool kind_is_sparse_trained(vnm_recipe_stage_kind k)
 {
-    return k == VNM_RECIPE_STAGE_SPARSE_FIXED || k == VNM_RECIPE_STAGE_LORA_SPARSE_FIXED;
+    return k == VNM_RECIPE_STAGE_SPARSE_FIXED;
 }
 
 static vnm_status check_stages(loader *ld, const vnm_recipe *r)
 {
     double fraction_sum = 0;
     bool pruned = r->model.weights != NULL; /* given weights may already be sparse */
+    bool masked = false;                    /* a lora_sparse_dynamic stage chose LoRA masks */
     for (int64_t i = 0; i < r->n_stages; i++) {
         const vnm_recipe_stage *st = &r->stages[i];
         char ipath[64], kpath[80];
@@ -1039,8 +1084,15 @@ static vnm_status check_stages(loader *ld, const vnm_recipe *r)
                            "are already sparse (an earlier prune or sparse_srste stage, or "
                            "model.weights); SR-STE replaces the one-shot prune: dense → "
                            "sparse_srste → sparse_fixed", st->name);
+        /* lora_sparse_fixed keeps the masks a lora_sparse_dynamic stage chose last (METHOD §6),
+         * or adapts a base an earlier prune made sparse */
+        if (st->kind == VNM_RECIPE_STAGE_LORA_SPARSE_FIXED && !masked && !pruned)
+            return fail_at(ld, kpath, "stage '%s' (lora_sparse_fixed) needs masks: a "
+                           "lora_sparse_dynamic or prune stage before it (lora_dense → "
+                           "lora_sparse_dynamic → lora_sparse_fixed)", st->name);
         if (st->kind == VNM_RECIPE_STAGE_PRUNE || st->kind == VNM_RECIPE_STAGE_SPARSE_SRSTE)
             pruned = true;
+        if (st->kind == VNM_RECIPE_STAGE_LORA_SPARSE_DYNAMIC) masked = true;
     }
     if (fraction_sum > 1 + 1e-9)
         return fail_at(ld, "stages", "stage fractions sum to %g, more than 1", fraction_sum);

@@ -69,6 +69,10 @@ typedef struct {
         int64_t every; /* mask recomputation period in steps */
         double lambda_w;
     } srste;
+    struct {
+        int64_t every; /* lora_sparse_dynamic: steps between merge + re-prune */
+        double lambda; /* its regulariser on the entries the previous mask pruned */
+    } lora;
 } vnm_recipe_stage;
 
 typedef struct {
@@ -87,6 +91,12 @@ typedef struct {
         int64_t patch, image_size, in_chans, num_classes;
         double drop_path;
         char *weights; /* safetensors path or NULL */
+        /* llama: a transformers config.json (then the dims above are not used), or the dims above
+         * with these; 0 takes the default named in the schema */
+        char *config;
+        int64_t kv_heads, vocab_size, max_positions;
+        double rope_theta;
+        bool tie_embeddings;
     } model;
     struct {
         vnm_recipe_dataset dataset;
@@ -97,6 +107,7 @@ typedef struct {
             bool flip;
         } augment;
         int64_t workers;
+        int64_t seq_len; /* tokens: packed sequence length */
     } data;
     struct {
         bool present; /* the recipe has a sparsity section */
@@ -111,8 +122,9 @@ typedef struct {
         bool present;
         int64_t rank;
         double alpha, dropout;
-        vnm_recipe_strlist targets;
+        vnm_recipe_strlist targets; /* PEFT's target_modules (train/peft.h) */
         bool rslora;
+        vnm_recipe_precision base_dtype; /* of the frozen base: f32 or bf16 */
     } lora;
     struct {
         vnm_recipe_optim name;

@@ -130,7 +130,8 @@ typedef struct vnm_task_iface {
 } vnm_task_iface;
 
 /* ---- the tasks ---- */
-extern const vnm_task_iface vnm_task_vit; /* ViT on Fashion-MNIST: train/task_vit.c */
+extern const vnm_task_iface vnm_task_vit;   /* ViT on Fashion-MNIST: train/task_vit.c */
+extern const vnm_task_iface vnm_task_llama; /* LLaMA on token shards: train/task_llama.c */
 
 /* The ViT config of a recipe's model section (a size preset, then the explicit dims); the
  * message is the preset's. */
@@ -144,6 +145,12 @@ void vnm_task_say(const vnm_task_env *env, const char *fmt, ...)
 /* Leaves the message in env->msg; returns code. */
 int vnm_task_fail(vnm_task_env *env, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* An evaluation now, logged (console and metrics.jsonl) under `label` as the stage name: e.g. the
+ * one-shot pruned model at the first mask choice of a LoRA schedule. */
+int vnm_task_evaluate(vnm_task_env *env, const char *label);
+/* Zeroes the optimiser state (moments, per-parameter step counts) of these parameters: adapters
+ * re-drawn at a LoRA re-prune start a new phase. Nothing without an optimiser. */
+void vnm_task_reset_optim_state(const vnm_task_env *env, vnm_tensor *const *params, int n);
 /* The recipe's name of a stage kind ("sparse_srste"). */
 const char *vnm_task_stage_kind(vnm_recipe_stage_kind k);
 

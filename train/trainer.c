@@ -159,8 +159,7 @@ static int check_supported(trainer *t)
     const vnm_recipe *r = &t->r;
     if (r->run.precision != VNM_RECIPE_PRECISION_F32)
         return fail(t, 2, "run.precision: only f32 training is implemented");
-    t->task = r->model.arch == VNM_RECIPE_ARCH_VIT ? &vnm_task_vit : NULL;
-    if (!t->task) return fail(t, 2, "model.arch: the trainer runs vit only");
+    t->task = r->model.arch == VNM_RECIPE_ARCH_VIT ? &vnm_task_vit : &vnm_task_llama;
     int rc = task_rc(t, t->task->check(&t->env));
     if (rc) return rc;
     for (int64_t i = 0; i < r->n_stages; i++) {
@@ -446,6 +445,25 @@ static int evaluate(trainer *t, const char *stage)
     return 0;
 }
 
+int vnm_task_evaluate(vnm_task_env *env, const char *label)
+{
+    trainer *t = env->loop;
+    int rc = evaluate(t, label);
+    return rc ? vnm_task_fail(env, rc, "%s", "evaluation failed") : 0;
+}
+
+void vnm_task_reset_optim_state(const vnm_task_env *env, vnm_tensor *const *params, int n)
+{
+    trainer *t = env->loop;
+    for (int i = 0; t->opt && i < vnm_optim_num_params(t->opt); i++)
+        for (int j = 0; j < n; j++) {
+            if (vnm_optim_param(t->opt, i) != params[j]) continue;
+            for (int k = 0; k < vnm_optim_state_count(t->opt); k++)
+                vnm_tensor_fill(t->ctx, vnm_optim_state(t->opt, i, k), 0.0f);
+            vnm_optim_set_param_steps(t->opt, i, 0);
+        }
+}
+
 /* The run's state as a checkpoint holds it: the task's entries and the loop's own. */
 static void fill_state(trainer *t, vnm_run_state *st, vnm_state_tensor *dense,
                        vnm_state_sparse *sparse)
@@ -573,7 +591,8 @@ static int run_stages(trainer *t)
                 s->name);
             if ((rc = task_rc(t, t->task->prune(t->ts))) || (rc = follow_params(t))) return rc;
         } else {
-            if ((rc = task_rc(t, t->task->stage_begin(t->ts, s)))) return rc;
+            if ((rc = task_rc(t, t->task->stage_begin(t->ts, s))) || (rc = follow_params(t)))
+                return rc;
             say(t, "stage %lld/%lld '%s' (%s): %lld steps\n", (long long)si + 1,
                 (long long)r->n_stages, s->name, vnm_task_stage_kind(s->kind),
                 (long long)t->stage_steps[si]);
