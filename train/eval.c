@@ -51,12 +51,22 @@ static int print_result(const vnm_restored *r, const vnm_eval_result *res)
         fputs("vnm eval: out of memory\n", stderr);
         return 1;
     }
-    fprintf(stderr, "eval %s (step %lld, stage %s): loss %.4f top1 %.2f%% (%lld images, "
-                    "%.0f img/s)\n", r->file, (long long)r->step, stage, res->loss, 100 * res->top1,
-            (long long)res->images, ips);
-    printf("{\"step\":%lld,\"stage\":%s,\"split\":\"val\",\"loss\":%.9g,\"top1\":%.6f,"
-           "\"throughput\":%.1f,\"unit\":\"img/s\",\"images\":%lld,\"ckpt\":%s}\n",
-           (long long)r->step, stage, res->loss, res->top1, ips, (long long)res->images, file);
+    if (r->llama) {
+        fprintf(stderr, "eval %s (step %lld, stage %s): loss %.4f ppl %.2f (%lld tokens, "
+                        "%.0f tok/s)\n", r->file, (long long)r->step, stage, res->loss, res->ppl,
+                (long long)res->images, ips);
+        printf("{\"step\":%lld,\"stage\":%s,\"split\":\"val\",\"loss\":%.9g,\"ppl\":%.9g,"
+               "\"throughput\":%.1f,\"unit\":\"tok/s\",\"tokens\":%lld,\"ckpt\":%s}\n",
+               (long long)r->step, stage, res->loss, res->ppl, ips, (long long)res->images, file);
+    } else {
+        fprintf(stderr, "eval %s (step %lld, stage %s): loss %.4f top1 %.2f%% (%lld images, "
+                        "%.0f img/s)\n", r->file, (long long)r->step, stage, res->loss,
+                100 * res->top1, (long long)res->images, ips);
+        printf("{\"step\":%lld,\"stage\":%s,\"split\":\"val\",\"loss\":%.9g,\"top1\":%.6f,"
+               "\"throughput\":%.1f,\"unit\":\"img/s\",\"images\":%lld,\"ckpt\":%s}\n",
+               (long long)r->step, stage, res->loss, res->top1, ips, (long long)res->images,
+               file);
+    }
     fflush(stdout);
     free(stage);
     free(file);

@@ -17,6 +17,7 @@
  * restored model, to check the export elsewhere (tools/check_export_timm.py). Every file is
  * written to a temporary name and renamed; the sidecar last, so it names only files that exist. */
 #include "export.h"
+#include "export_llama.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -35,7 +36,15 @@
 static const char export_usage[] =
     "usage: vnm export RUN_DIR|CKPT --out PATH.safetensors [--dtype f32|bf16|f16] [--sample N]\n"
     "                  [key=value ...]\n"
+    "       vnm export LLAMA_RUN_DIR|CKPT --out DIR [--dtype D] [--sample N] [key=value ...]\n"
     "\n"
+    "A LLaMA run is written as a transformers model folder: DIR/config.json and\n"
+    "DIR/model.safetensors with the adapters merged ((W + s·B·A) ⊙ mask: the trained function);\n"
+    "while no layer is masked (lora_dense) also DIR/base/ and DIR/adapter/ (PEFT's format);\n"
+    "--sample N adds DIR/sample.safetensors, two sequences of N tokens and this model's logits\n"
+    "(tools/check_export_llama.py compares transformers' and peft's logits with them).\n"
+    "\n"
+    "A ViT run:\n"
     "Writes the model of a checkpoint (a run directory or ckpt folder resolves to its latest one)\n"
     "as safetensors with timm's VisionTransformer names; sparse weights are decompressed to dense\n"
     "with the permutations undone, so the file computes the same function. Beside it,\n"
@@ -112,14 +121,19 @@ static int parse_args(int argc, char **argv, export_opts *o)
         }
         if (rc) return rc;
     }
-    size_t n = o->out ? strlen(o->out) : 0, ns = strlen(EXPORT_SUFFIX);
     if (!o->ckpt || !o->out) {
-        fprintf(stderr, "vnm export: needs a checkpoint and --out PATH.safetensors\n%s",
-                export_usage);
+        fprintf(stderr, "vnm export: needs a checkpoint and --out PATH\n%s", export_usage);
         return 2;
     }
-    if (n <= ns || strcmp(o->out + n - ns, EXPORT_SUFFIX)) {
-        fprintf(stderr, "vnm export: --out '%s' must end in %s\n", o->out, EXPORT_SUFFIX);
+    return 0;
+}
+
+/* A ViT export's --out is the weights file. */
+static int check_vit_out(const char *out)
+{
+    size_t n = strlen(out), ns = strlen(EXPORT_SUFFIX);
+    if (n <= ns || strcmp(out + n - ns, EXPORT_SUFFIX)) {
+        fprintf(stderr, "vnm export: --out '%s' must end in %s\n", out, EXPORT_SUFFIX);
         return 2;
     }
     return 0;
@@ -331,14 +345,22 @@ int vnm_cmd_export(int argc, char **argv)
     export_opts o;
     int rc = parse_args(argc, argv, &o);
     char *json_path = NULL, *sample_path = NULL;
-    if (!rc && (!(json_path = sibling(o.out, ".json")) ||
-                !(sample_path = sibling(o.out, ".sample.safetensors"))))
-        rc = 1;
     vnm_trainer *t = NULL;
     if (!rc) rc = vnm_trainer_restore("export", o.ckpt, o.overrides, o.n_overrides, false, &t);
-    if (!rc) {
-        vnm_restored r = vnm_trainer_restored(t);
-        rc = write_all(&r, &o, json_path, sample_path);
+    vnm_restored r = {0};
+    if (!rc) r = vnm_trainer_restored(t);
+    if (!rc && r.llama) {
+        bool adapter = false;
+        rc = vnm_export_llama(r.ctx, r.llama, o.out, o.dtype, o.sample, &adapter);
+        if (!rc)
+            printf("export: %s (step %lld, stage '%s') -> %s/ (config.json, model.safetensors "
+                   "merged%s%s)\n", r.file, (long long)r.step, r.stage, o.out,
+                   adapter ? ", base/, adapter/" : "", o.sample ? ", sample.safetensors" : "");
+    } else if (!rc && !(rc = check_vit_out(o.out))) {
+        if (!(json_path = sibling(o.out, ".json")) ||
+            !(sample_path = sibling(o.out, ".sample.safetensors")))
+            rc = 1;
+        if (!rc) rc = write_all(&r, &o, json_path, sample_path);
         int n_sparse = 0;
         for (int i = 0; i < r.model->n_linears; i++)
             n_sparse += r.model->linears[i]->sparse != NULL;

@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "eval.h"
 #include "export.h"
+#include "generate.h"
 #include "state.h"
 #include "tokenize.h"
 #include "trainer.h"
@@ -32,6 +33,7 @@ static const char usage[] =
     "                                       choose V and M for a required speedup\n"
     "  inspect CKPT                         summarise a checkpoint (file, ckpt or run directory)\n"
     "  tokenize --out DIR [options] FILE... text files into byte-level token shards (LM data)\n"
+    "  generate MODEL_DIR [options]         continue a prompt with a LLaMA model (greedy/top-k)\n"
     "\n"
     "options:\n"
     "  --help       this text (also: vnm <command> --help)\n"
@@ -121,6 +123,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "select")) return vnm_cmd_select(argc - 2, argv + 2);
     if (!strcmp(cmd, "inspect")) return vnm_cmd_inspect(argc - 2, argv + 2);
     if (!strcmp(cmd, "tokenize")) return vnm_cmd_tokenize(argc - 2, argv + 2);
+    if (!strcmp(cmd, "generate")) return vnm_cmd_generate(argc - 2, argv + 2);
     fprintf(stderr, "vnm: unknown command '%s'\n\n%s", cmd, usage);
     return 2;
 }

@@ -145,7 +145,7 @@ static int model_config(llama_state *v, vnm_llama_config *c)
         if (vnm_llama_config_check(c, v->err, sizeof v->err))
             return vnm_task_fail(v->env, 2, "model: %s", v->err);
     }
-    if (!v->env->no_data && c->vocab_size < (int64_t)v->val_ds.vocab_size)
+    if (c->vocab_size < (int64_t)v->val_ds.vocab_size)
         return vnm_task_fail(v->env, 2, "model: vocab_size %lld is smaller than the token data's "
                                         "%u (%s)", (long long)c->vocab_size, v->val_ds.vocab_size,
                              v->env->r->data.path);
@@ -199,7 +199,14 @@ static int llama_setup(vnm_task_env *env, void **st)
     *st = v;
     if (!v) return vnm_task_fail(env, 1, "out of memory");
     v->env = env;
-    int rc = env->no_data ? 0 : setup_data(v);
+    int rc = 0;
+    if (!env->no_data) rc = setup_data(v);
+    /* without data (`vnm export`), a model sized from the data still needs the val split's
+     * header */
+    else if ((env->r->model.vocab_size == 0 && !env->r->model.config) &&
+             vnm_token_dataset_open(env->r->data.path, "val", &v->val_ds, v->err, sizeof v->err))
+        rc = vnm_task_fail(env, 2, "model.vocab_size 0 takes the vocabulary of the token data, "
+                                   "which cannot be read (%s); give model.vocab_size=N", v->err);
     return rc ? rc : setup_model(v);
 }
 
@@ -601,8 +608,8 @@ static int llama_resume(void *st, int64_t stage_index, int64_t stage_step, vnm_c
 
 static void llama_restored(const void *st, vnm_restored *out)
 {
-    (void)st;
     out->model = NULL;
+    out->llama = ((const llama_state *)st)->m;
     out->perm_in = NULL;
 }
 

@@ -374,6 +374,7 @@ static void vit_restored(const void *st, vnm_restored *out)
 {
     const vnm_task_vit_state *v = st;
     out->model = v->m;
+    out->llama = NULL;
     out->perm_in = v->perm_in;
 }
 

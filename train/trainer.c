@@ -845,6 +845,7 @@ void vnm_trainer_free(vnm_trainer *t)
 int vnm_trainer_evaluate(vnm_trainer *t, vnm_eval_result *res)
 {
     int rc = evaluate(t, vnm_trainer_restored(t).stage);
-    if (!rc) *res = (vnm_eval_result){t->val.loss, t->val.top1, t->val.items, t->val_s};
+    if (!rc)
+        *res = (vnm_eval_result){t->val.loss, t->val.top1, t->val.ppl, t->val.items, t->val_s};
     return rc;
 }

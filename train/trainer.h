@@ -21,6 +21,7 @@
 
 #include "../autograd/autograd.h"
 #include "../optim/optim.h"
+#include "models/llama.h"
 #include "models/vit.h"
 #include "recipe.h"
 
@@ -43,7 +44,8 @@ typedef struct vnm_trainer vnm_trainer;
 
 typedef struct {
     vnm_ctx *ctx;
-    vnm_vit *model;          /* the ViT task's model */
+    vnm_vit *model;          /* the ViT task's model, or NULL */
+    vnm_llama *llama;        /* the LLaMA task's model (with its adapters), or NULL */
     const char *file;        /* the checkpoint file the path resolved to */
     int64_t step;            /* optimiser steps done when it was written */
     const char *stage;       /* the stage the weights come from: the one in progress, or the one
@@ -62,7 +64,8 @@ void vnm_trainer_free(vnm_trainer *t);
 
 typedef struct {
     double loss, top1; /* mean cross-entropy and top-1 accuracy over the test split */
-    int64_t images;
+    double ppl;        /* perplexity (language models; NaN for classifiers, top1 NaN for them) */
+    int64_t images;    /* images or tokens evaluated */
     double seconds;    /* wall time of the whole pass */
 } vnm_eval_result;
 
