@@ -1,9 +1,12 @@
 /* tests/test_trainer.c — `vnm train` / `vnm resume` end to end on a miniature ViT and the real
  * Fashion-MNIST files: the run directory, bit-exact resume (in the middle of a dense stage, across
- * the prune, and in the middle of a sparse_fixed stage), bad recipes, and a diverging loss.
- * Skipped when the data set is not installed. The trainer's console output goes to /dev/null so
- * it does not mix with TAP; log.txt keeps it. */
+ * the prune, and in the middle of a sparse_fixed stage), bad recipes, and a diverging loss
+ * (skipped when the data set is not installed); and a miniature LLaMA on byte tokens through the
+ * three-stage LoRA schedule: when masks are chosen, what each checkpoint holds, bit-exact resume
+ * inside lora_sparse_dynamic and lora_sparse_fixed. The trainer's console output goes to
+ * /dev/null so it does not mix with TAP; log.txt keeps it. */
 #include <fcntl.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -684,6 +687,38 @@ static void test_quickstart_recipe(void **state)
     free(path);
 }
 
+/* The LLaMA recipes load (the 7B one with its path parameters given) with the documented plan. */
+static void test_llama_recipes(void **state)
+{
+    (void)state;
+    const char *root = getenv("VNM_SOURCE_ROOT"), *data = getenv("VNM_TEST_DATA");
+    if (!root || !data) skip();
+    char *quick = tu_path(root, "recipes/quickstart_llm.yaml");
+    char *big = tu_path(root, "recipes/llama2_7b_lora_64-2-5.yaml"), err[1024];
+    vnm_recipe r;
+    if (vnm_recipe_load(quick, NULL, 0, &r, err, sizeof err) != VNM_OK) fail_msg("%s", err);
+    assert_int_equal(r.n_stages, 4);
+    assert_int_equal(r.stages[1].kind, VNM_RECIPE_STAGE_LORA_DENSE);
+    assert_int_equal(r.stages[2].kind, VNM_RECIPE_STAGE_LORA_SPARSE_DYNAMIC);
+    assert_int_equal(r.stages[3].kind, VNM_RECIPE_STAGE_LORA_SPARSE_FIXED);
+    assert_int_equal(r.sparsity.pattern.V, 64);
+    assert_int_equal(r.sparsity.pattern.M, 5);
+    vnm_recipe_free(&r);
+    char cfg[4200], weights[4200];
+    snprintf(cfg, sizeof cfg, "model.config=%s/llama_tiny/config.json", data);
+    snprintf(weights, sizeof weights, "model.weights=%s/llama_tiny/model.safetensors", data);
+    const char *ov[] = {cfg, weights, "data.path=/data/tokens"};
+    if (vnm_recipe_load(big, ov, 3, &r, err, sizeof err) != VNM_OK) fail_msg("%s", err);
+    assert_int_equal(r.lora.rank, 16);
+    assert_true(r.lora.alpha == 32);
+    assert_int_equal(r.stages[1].lora.every, 50);
+    assert_true(fabs(r.stages[0].fraction - 0.05) < 1e-12);
+    assert_true(fabs(r.stages[1].fraction - 0.05) < 1e-12);
+    vnm_recipe_free(&r);
+    free(quick);
+    free(big);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -695,6 +730,7 @@ int main(void)
                                         tu_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_ria_prune, tu_setup_tmpdir, tu_teardown_tmpdir),
         cmocka_unit_test(test_quickstart_recipe),
+        cmocka_unit_test(test_llama_recipes),
         cmocka_unit_test_setup_teardown(test_llama_lora_schedule, tu_setup_tmpdir,
                                         tu_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_llama_resume_bit_exact, tu_setup_tmpdir,
