@@ -198,7 +198,11 @@ static void test_flow_style_and_null_section(void **state)
     assert_int_equal(r.run.device, VNM_RECIPE_DEVICE_CUDA);
     assert_int_equal(r.model.embed_dim, 64);
     assert_true(r.lora.present);
-    assert_int_equal(r.lora.rank, 8);
+    assert_int_equal(r.lora.rank, 16); /* METHOD §6 defaults: r 16, α 32, all seven projections */
+    assert_true(r.lora.alpha == 32);
+    assert_string_equal(r.lora.targets.items[0], "all-linear");
+    assert_int_equal(r.stages[3].lora.every, 50);
+    assert_true(r.stages[3].lora.lambda == 1e-4);
     assert_int_equal(r.sparsity.score, VNM_SCORE_RIA);
     assert_int_equal(r.sparsity.selector, VNM_SELECT_EXHAUSTIVE);
     assert_int_equal(r.optim.name, VNM_RECIPE_OPTIM_SGD);

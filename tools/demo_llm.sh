@@ -32,4 +32,5 @@ PY
 build/train/vnm export "$out" --out "$out/export" --sample 32 "data.path=$data"
 /usr/bin/python3 tools/check_vnm_masks.py "$out/export/model.safetensors" 64:2:5 \
   'model.layers.*_proj.weight'
-build/train/vnm generate "$out/export" --prompt "The secret of" --max-new 120
+build/train/vnm generate "$out/export" --prompt "The secret of" --max-new 100 --top-k 10 \
+  --temperature 0.8 --seed 1
