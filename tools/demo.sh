@@ -5,12 +5,7 @@
 # checkpoint and draws the curves into the run directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tools/bootstrap.sh
-if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
-  export PATH="/usr/local/cuda/bin:$PATH"
-fi
-[ -f build/build.ninja ] || meson setup build
-ninja -C build
+VNM_BUILD_DIR=build tools/build.sh
 
 out="runs/quickstart-$(date +%Y%m%d-%H%M%S)"
 build/train/vnm train recipes/quickstart.yaml "run.output_dir=$out"

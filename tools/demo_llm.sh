@@ -6,12 +6,7 @@
 # weights are 64:2:5, exports a transformers folder and continues a prompt with it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tools/bootstrap.sh
-if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
-  export PATH="/usr/local/cuda/bin:$PATH"
-fi
-[ -f build/build.ninja ] || meson setup build
-ninja -C build
+VNM_BUILD_DIR=build tools/build.sh
 
 data=runs/data/fortunes
 texts=$(find /usr/share/games/fortunes -maxdepth 1 -type f ! -name '*.dat' ! -name '*.u8' | sort)
