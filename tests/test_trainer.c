@@ -3,8 +3,8 @@
  * the prune, and in the middle of a sparse_fixed stage), bad recipes, and a diverging loss
  * (skipped when the data set is not installed); and a miniature LLaMA on byte tokens through the
  * three-stage LoRA schedule: when masks are chosen, what each checkpoint holds, bit-exact resume
- * inside lora_sparse_dynamic and lora_sparse_fixed. The trainer's console output goes to
- * /dev/null so it does not mix with TAP; log.txt keeps it. */
+ * inside lora_sparse_dynamic and lora_sparse_fixed, vnm eval and vnm export of such a run. The
+ * trainer's console output goes to /dev/null so it does not mix with TAP; log.txt keeps it. */
 #include <fcntl.h>
 #include <math.h>
 #include <signal.h>
@@ -19,6 +19,8 @@
 #include "../data/data.h"
 #include "../sparse/sparse.h"
 #include "../train/checkpoint.h"
+#include "../train/eval.h"
+#include "../train/export.h"
 #include "../train/recipe.h"
 #include "../train/trainer.h"
 #include "test_util.h"
@@ -96,21 +98,33 @@ static bool exists(const char *dir, const char *rel)
     return ok;
 }
 
+/* Runs a command entry with its stdout going to the file `to` (NULL: nowhere); returns its exit
+ * code. */
+static int run_cmd_to(int (*cmd)(int, char **), int argc, char **argv, const char *to)
+{
+    fflush(stdout);
+    int saved = dup(1), fd = open(to ? to : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 1);
+    close(fd);
+    int rc = cmd(argc, argv);
+    fflush(stdout);
+    dup2(saved, 1);
+    close(saved);
+    return rc;
+}
+
+static int run_cmd_argv(int (*cmd)(int, char **), int argc, char **argv)
+{
+    return run_cmd_to(cmd, argc, argv, NULL);
+}
+
 /* Runs `vnm train|resume ARG overrides...` with the console silenced; returns the exit code. */
 static int run_cmd(bool resume, const char *arg, const char *const *overrides, int n)
 {
     char *argv[16];
     argv[0] = (char *)arg;
     for (int i = 0; i < n; i++) argv[1 + i] = (char *)overrides[i];
-    fflush(stdout);
-    int saved = dup(1), null = open("/dev/null", O_WRONLY);
-    dup2(null, 1);
-    close(null);
-    int rc = resume ? vnm_cmd_resume(1 + n, argv) : vnm_cmd_train(1 + n, argv);
-    fflush(stdout);
-    dup2(saved, 1);
-    close(saved);
-    return rc;
+    return run_cmd_argv(resume ? vnm_cmd_resume : vnm_cmd_train, 1 + n, argv);
 }
 
 /* The "loss" value of the train line of `step`, as written (NULL when absent); malloc'd. */
@@ -687,6 +701,42 @@ static void test_quickstart_recipe(void **state)
     free(path);
 }
 
+/* `vnm eval` and `vnm export` of a LLaMA run: perplexity as the trainer logged it, a
+ * transformers folder whose pruned projections hold the masks of the last checkpoint, and, from a
+ * lora_dense checkpoint, the base and the PEFT adapter beside the merged model. */
+static void test_llama_eval_export(void **state)
+{
+    const char *dir = *state;
+    char *full = run_llama(dir, "full"), *tok = tu_path(dir, "tok"), dp[4200], out[4200];
+    snprintf(dp, sizeof dp, "data.path=%s", tok);
+    char *metrics = read_in(full, "metrics.jsonl");
+    /* eval prints one JSON line on stdout */
+    char *cap = tu_path(dir, "eval.json");
+    char *eargv[] = {full, dp};
+    assert_int_equal(run_cmd_to(vnm_cmd_eval, 2, eargv, cap), 0);
+    char *line = tu_read_file(cap);
+    const char *ppl = strstr(line, "\"ppl\":"), *want = strstr(last_line(metrics), "\"val_ppl\":");
+    assert_non_null(ppl);
+    assert_non_null(want);
+    double got_ppl = strtod(ppl + 6, NULL), want_ppl = strtod(want + 10, NULL);
+    assert_true(fabs(got_ppl - want_ppl) <= 1e-6 * want_ppl);
+    tu_assert_has(line, "\"unit\":\"tok/s\"");
+
+    snprintf(out, sizeof out, "%s/export", dir);
+    char *xargv[] = {full, "--out", out, "--sample", "8", dp};
+    assert_int_equal(run_cmd_argv(vnm_cmd_export, 6, xargv), 0);
+    assert_true(exists(out, "config.json") && exists(out, "model.safetensors") &&
+                exists(out, "sample.safetensors") && !exists(out, "adapter"));
+    char *ck = tu_path(full, "ckpt/step_00000008.h5"), out2[4200];
+    snprintf(out2, sizeof out2, "%s/export8", dir);
+    char *x2[] = {ck, "--out", out2, dp};
+    assert_int_equal(run_cmd_argv(vnm_cmd_export, 4, x2), 0);
+    assert_true(exists(out2, "base/model.safetensors") &&
+                exists(out2, "adapter/adapter_config.json") &&
+                exists(out2, "adapter/adapter_model.safetensors"));
+    free(ck), free(line), free(cap), free(metrics), free(tok), free(full);
+}
+
 /* The LLaMA recipes load (the 7B one with its path parameters given) with the documented plan. */
 static void test_llama_recipes(void **state)
 {
@@ -731,6 +781,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ria_prune, tu_setup_tmpdir, tu_teardown_tmpdir),
         cmocka_unit_test(test_quickstart_recipe),
         cmocka_unit_test(test_llama_recipes),
+        cmocka_unit_test_setup_teardown(test_llama_eval_export, tu_setup_tmpdir,
+                                        tu_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_llama_lora_schedule, tu_setup_tmpdir,
                                         tu_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_llama_resume_bit_exact, tu_setup_tmpdir,
