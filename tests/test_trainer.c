@@ -612,9 +612,9 @@ static void lora_mask_at(const char *full, int64_t step, int64_t info[2], uint8_
     free(path);
 }
 
-static char *run_llama(const char *dir, const char *name)
+static char *run_llama_recipe(const char *dir, const char *name, const char *text)
 {
-    char *recipe = write_file(dir, "lm.yaml", llama_recipe), *tok = write_tokens(dir);
+    char *recipe = write_file(dir, "lm.yaml", text), *tok = write_tokens(dir);
     char *full = tu_path(dir, name), ov[4200], dp[4200];
     snprintf(ov, sizeof ov, "run.output_dir=%s", full);
     snprintf(dp, sizeof dp, "data.path=%s", tok);
@@ -623,6 +623,11 @@ static char *run_llama(const char *dir, const char *name)
     free(recipe);
     free(tok);
     return full;
+}
+
+static char *run_llama(const char *dir, const char *name)
+{
+    return run_llama_recipe(dir, name, llama_recipe);
 }
 
 /* Stage 1 keeps no mask (all ones); stage 2 chooses masks at its first step and then exactly
@@ -699,6 +704,32 @@ static void test_quickstart_recipe(void **state)
     assert_int_equal(r.sparsity.pattern.M, 5);
     vnm_recipe_free(&r);
     free(path);
+}
+
+/* A run that starts with LoRA builds its base frozen in bf16 from the start: the checkpoints hold
+ * it as bf16, and resume inside lora_sparse_dynamic is still exact. */
+static void test_llama_lora_from_start(void **state)
+{
+    const char *dir = *state;
+    char text[sizeof llama_recipe];
+    const char *pre = "  - {name: pre, kind: dense, steps: 6}\n", *at = strstr(llama_recipe, pre);
+    assert_non_null(at);
+    snprintf(text, sizeof text, "%.*s%s", (int)(at - llama_recipe), llama_recipe,
+             at + strlen(pre));
+    char *full = run_llama_recipe(dir, "full", text), err[512];
+    char *ck = tu_path(full, "ckpt/step_00000002.h5");
+    vnm_ckpt_reader *rd = vnm_ckpt_open(ck, err, sizeof err);
+    if (!rd) fail_msg("%s", err);
+    vnm_ckpt_dtype dt;
+    int nd;
+    int64_t shape[VNM_CKPT_MAX_DIMS];
+    assert_int_equal(vnm_ckpt_shape(rd, "/model/model.layers.0.mlp.up_proj.weight", &dt, &nd,
+                                    shape, err, sizeof err), VNM_OK);
+    assert_int_equal(dt, VNM_CKPT_BF16);
+    vnm_ckpt_close(rd);
+    check_resume_to(dir, full, 9, 18, "from9");
+    free(ck);
+    free(full);
 }
 
 /* `vnm eval` and `vnm export` of a LLaMA run: perplexity as the trainer logged it, a
@@ -781,6 +812,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ria_prune, tu_setup_tmpdir, tu_teardown_tmpdir),
         cmocka_unit_test(test_quickstart_recipe),
         cmocka_unit_test(test_llama_recipes),
+        cmocka_unit_test_setup_teardown(test_llama_lora_from_start, tu_setup_tmpdir,
+                                        tu_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_llama_eval_export, tu_setup_tmpdir,
                                         tu_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_llama_lora_schedule, tu_setup_tmpdir,

@@ -183,9 +183,22 @@ static int setup_model(llama_state *v)
     vnm_llama_config c;
     int rc = model_config(v, &c);
     if (rc) return rc;
-    v->m = vnm_llama_new(v->env->ctx, &c, NULL);
+    /* a run whose first training stage is a LoRA stage never trains the base: it is built
+     * frozen, so the weights load straight into base_dtype and no f32 copy is ever made */
+    const vnm_recipe *r = v->env->r;
+    const char *w = r->model.weights;
+    const vnm_recipe_stage *first = NULL;
+    for (int64_t i = 0; !first && i < r->n_stages; i++)
+        if (r->stages[i].kind != VNM_RECIPE_STAGE_PRUNE) first = &r->stages[i];
+    vnm_llama_options o = {
+        .skip_init = w != NULL,
+        .frozen = first && is_lora_kind(first->kind),
+        .base_dtype = r->lora.base_dtype == VNM_RECIPE_PRECISION_BF16 ? VNM_DTYPE_BF16
+                                                                      : VNM_DTYPE_F32,
+        .freeze_norms = true,
+    };
+    v->m = vnm_llama_new(v->env->ctx, &c, &o);
     if (!v->m) return vnm_task_fail(v->env, 2, "model: %s", vnm_ctx_error(v->env->ctx));
-    const char *w = v->env->r->model.weights;
     if (w && vnm_llama_load(v->env->ctx, v->m, w, v->err, sizeof v->err))
         return vnm_task_fail(v->env, 2, "model.weights: %s", v->err);
     v->masks = calloc((size_t)v->m->n_linears, sizeof *v->masks);
@@ -266,7 +279,7 @@ static int enter_lora(llama_state *v)
     if (v->lora) return 0;
     vnm_dtype dt = r->lora.base_dtype == VNM_RECIPE_PRECISION_BF16 ? VNM_DTYPE_BF16
                                                                    : VNM_DTYPE_F32;
-    if (vnm_llama_freeze_base(ctx, v->m, dt, true))
+    if (vnm_llama_freeze_base(ctx, v->m, dt, true)) /* nothing to do when built frozen */
         return vnm_task_fail(env, 2, "lora.base_dtype: %s", vnm_ctx_error(ctx));
     vnm_lora_config lc = {r->lora.rank, r->lora.alpha, r->lora.dropout, r->lora.rslora};
     int n = 0;
