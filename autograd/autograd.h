@@ -194,7 +194,8 @@ void vnm_ctx_set_linear_hook(vnm_ctx *ctx, vnm_linear_hook hook, void *user);
 void vnm_ctx_call_linear_hook(vnm_ctx *ctx, const char *weight_name, const vnm_tensor *x);
 
 /* ---- ops (each has forward and backward) ---- */
-/* linear: y[..., O] = x[..., I] · w[O, I]ᵀ + b[O] (b may be NULL) */
+/* linear: y[..., O] = x[..., I] · w[O, I]ᵀ + b[O] (b may be NULL). w is f32, or a frozen bf16/f16
+ * weight converted to f32 per product into a buffer freed right after (no gradient reaches it). */
 vnm_tensor *vnm_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, vnm_tensor *b);
 /* batched matmul: a[..., M, K] · b[..., K, N]; batch dims equal, or b is 2-D and shared */
 vnm_tensor *vnm_matmul(vnm_ctx *ctx, vnm_tensor *a, vnm_tensor *b);

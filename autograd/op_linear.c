@@ -1,7 +1,32 @@
 /* autograd/op_linear.c — linear (x·Wᵀ + b over any leading dims) and batched matmul. Both run as
  * GEMMs on contiguous operands with no transposed copies: the backward products pass transpose
- * flags and accumulate straight into the gradient buffers (beta = 1). */
+ * flags and accumulate straight into the gradient buffers (beta = 1).
+ *
+ * A frozen weight may be bf16 or f16 (a LoRA base held at half the memory): each product
+ * converts it to f32 into a buffer freed right after (forward, and again for dX), so no f32 copy
+ * outlives the product and the step's peak holds at most one such copy at a time. */
 #include "internal.h"
+
+/* W as f32 for one product: the tensor's own data, or a converted copy to release with
+ * weight_f32_done. NULL when out of memory (the context says so). */
+static const float *weight_f32(vnm_ctx *ctx, const vnm_tensor *w)
+{
+    if (w->dtype == VNM_DTYPE_F32) return VNM_F32(w);
+    int64_t n = vnm_numel(w);
+    float *f = ctx->be->alloc((size_t)n * sizeof(float));
+    if (!f) {
+        vnm_ctx_fail(ctx, VNM_ERR_RUNTIME, "linear: out of memory converting weight '%s' to f32",
+                     w->name ? w->name : "");
+        return NULL;
+    }
+    ctx->be->convert(f, VNM_DTYPE_F32, w->data, w->dtype, n);
+    return f;
+}
+
+static void weight_f32_done(vnm_ctx *ctx, const vnm_tensor *w, const float *f)
+{
+    if (f && f != w->data) ctx->be->free((void *)f);
+}
 
 static void linear_backward(vnm_ctx *ctx, vnm_node *node)
 {
@@ -12,16 +37,33 @@ static void linear_backward(vnm_ctx *ctx, vnm_node *node)
     float bx, bw, bb;
     vnm_tensor *dx = vnm_grad_slot(ctx, x, &bx), *dw = vnm_grad_slot(ctx, w, &bw);
     vnm_tensor *db = vnm_grad_slot(ctx, b, &bb);
-    if (dx) be->gemm(false, false, T, I, O, 1.0f, dy, O, VNM_F32(w), I, bx, VNM_F32(dx), I);
+    if (dx) {
+        const float *wf = weight_f32(ctx, w); /* [O, I] */
+        if (wf) be->gemm(false, false, T, I, O, 1.0f, dy, O, wf, I, bx, VNM_F32(dx), I);
+        weight_f32_done(ctx, w, wf);
+    }
     if (dw) be->gemm(true, false, O, I, T, 1.0f, dy, O, VNM_F32(x), I, bw, VNM_F32(dw), I);
     if (db) be->sum_axis(VNM_F32(db), dy, 1, T, O, bb != 0.0f);
+}
+
+/* f32, or a frozen (no gradient) bf16/f16 weight. */
+static bool weight_ok(vnm_ctx *ctx, const char *op, const vnm_tensor *w)
+{
+    bool half = w->dtype == VNM_DTYPE_BF16 || w->dtype == VNM_DTYPE_F16;
+    if (half && !w->requires_grad) return true;
+    if (half) {
+        vnm_ctx_fail(ctx, VNM_ERR_INPUT, "%s: a %s weight must be frozen (requires_grad off); "
+                     "trainable weights are f32", op, vnm_dtype_name(w->dtype));
+        return false;
+    }
+    return vnm_check_f32(ctx, op, w, "weight");
 }
 
 vnm_tensor *vnm_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, vnm_tensor *b)
 {
     static const char *op = "linear";
     if (!x || !w) return NULL;
-    if (!vnm_check_f32(ctx, op, x, "input") || !vnm_check_f32(ctx, op, w, "weight") ||
+    if (!vnm_check_f32(ctx, op, x, "input") || !weight_ok(ctx, op, w) ||
         !vnm_check_ndim(ctx, op, x, "input", 1, VNM_MAX_DIMS) ||
         !vnm_check_ndim(ctx, op, w, "weight", 2, 2))
         return NULL;
@@ -54,7 +96,10 @@ vnm_tensor *vnm_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, vnm_tensor *b
         ctx->be->copy_strided(VNM_F32(y), &d, VNM_F32(b), &s, false);
         beta = 1.0f;
     }
-    ctx->be->gemm(false, true, T, O, I, 1.0f, VNM_F32(x), I, VNM_F32(w), I, beta, VNM_F32(y), O);
+    const float *wf = weight_f32(ctx, w); /* [O, I] */
+    if (!wf) return NULL;
+    ctx->be->gemm(false, true, T, O, I, 1.0f, VNM_F32(x), I, wf, I, beta, VNM_F32(y), O);
+    weight_f32_done(ctx, w, wf);
     vnm_tensor *in[3] = {x, w, b};
     vnm_node *node = vnm_tape_record(ctx, op, linear_backward, y, 3, in);
     if (node) {

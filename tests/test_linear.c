@@ -268,6 +268,49 @@ static void test_gemm_beta_zero_ignores_c(void **state)
     free(c);
 }
 
+/* A frozen bf16/f16 weight computes exactly what f32 weights of the same values compute (forward
+ * and dX), the step arena never holds an f32 copy of it, and a trainable one is refused. */
+static void test_linear_frozen_half_weight(void **state)
+{
+    vnm_ctx *ctx = *state;
+    const int64_t T = 3, O = 256, I = 512;
+    const vnm_dtype dts[2] = {VNM_DTYPE_BF16, VNM_DTYPE_F16};
+    for (int k = 0; k < 2; k++) {
+        vnm_tensor *w32 = tu_param(ctx, 2, VNM_SHAPE(O, I), -1, 1);
+        vnm_tensor *wh = vnm_buffer_new(ctx, dts[k], 2, VNM_SHAPE(O, I), "w.half");
+        vnm_tensor *c = vnm_to_dtype(ctx, w32, dts[k]);
+        void *bits = malloc((size_t)(O * I) * 2);
+        assert_int_equal(vnm_tensor_to_host(ctx, c, bits), VNM_OK);
+        assert_int_equal(vnm_tensor_from_host(ctx, wh, bits), VNM_OK);
+        free(bits);
+        vnm_tensor *b = tu_param(ctx, 1, VNM_SHAPE(O), -1, 1);
+        vnm_tensor *x1 = tu_param(ctx, 2, VNM_SHAPE(T, I), -1, 1);
+        vnm_tensor *x2 = tu_param(ctx, 2, VNM_SHAPE(T, I), -1, 1);
+        float *xh = tu_host(ctx, x1);
+        assert_int_equal(vnm_tensor_from_host(ctx, x2, xh), VNM_OK);
+        size_t before = vnm_ctx_step_bytes(ctx);
+        vnm_tensor *yh = vnm_linear(ctx, x1, wh, b);
+        assert_non_null(yh);
+        assert_int_equal(vnm_backward_seed(ctx, yh, vnm_scale(ctx, yh, 1.0f)), VNM_OK);
+        /* step memory grew by the outputs and gradients, never by a [O, I] f32 copy */
+        assert_true(vnm_ctx_step_bytes(ctx) - before < (size_t)(O * I) * sizeof(float) / 2);
+        float *a = tu_host(ctx, yh), *ga = tu_host(ctx, x1->grad);
+        vnm_ctx_reset_step(ctx); /* the second product on a tape of its own */
+        vnm_tensor *wr = vnm_to_dtype(ctx, wh, VNM_DTYPE_F32); /* the same values in f32 */
+        vnm_tensor *yr = vnm_linear(ctx, x2, wr, b);
+        assert_int_equal(vnm_backward_seed(ctx, yr, vnm_scale(ctx, yr, 1.0f)), VNM_OK);
+        float *r = tu_host(ctx, yr), *gr = tu_host(ctx, x2->grad);
+        assert_memory_equal(a, r, (size_t)(T * O) * sizeof *a);
+        assert_memory_equal(ga, gr, (size_t)(T * I) * sizeof *ga);
+        assert_null(wh->grad);
+        free(a), free(r), free(ga), free(gr), free(xh);
+        wh->requires_grad = true;
+        assert_null(vnm_linear(ctx, x1, wh, b));
+        tu_assert_error(ctx, "must be frozen");
+        vnm_ctx_reset_step(ctx);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -281,6 +324,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_linear_weight_used_twice_accumulates, tu_setup,
                                         tu_teardown),
         cmocka_unit_test_setup_teardown(test_linear_shape_errors, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_linear_frozen_half_weight, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_matmul_forward_2d, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_matmul_forward_batched, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_matmul_forward_shared_b, tu_setup, tu_teardown),

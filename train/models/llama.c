@@ -754,13 +754,7 @@ vnm_tensor *vnm_llama_linear_forward(vnm_ctx *ctx, vnm_llama_linear *l, vnm_tens
 {
     if (!x) return NULL;
     if (l->lora && l->lora->mask) return vnm_lora_masked_linear(ctx, l->lora, x, l->bias);
-    vnm_tensor *w = l->weight; // [out, in]
-    if (w->dtype != VNM_DTYPE_F32) {
-        w = vnm_to_dtype(ctx, w, VNM_DTYPE_F32); /* per use, in the step arena */
-        if (!w) return NULL;
-        w->name = l->weight->name; /* the linear hook identifies the layer by it */
-    }
-    vnm_tensor *y = vnm_linear(ctx, x, w, l->bias); // [..., out]
+    vnm_tensor *y = vnm_linear(ctx, x, l->weight, l->bias); // [..., out]
     return l->lora ? vnm_lora_add(ctx, l->lora, x, y) : y;
 }
 

@@ -8,13 +8,12 @@
  * Every projection, lm_head included, is a vnm_llama_linear and runs through
  * vnm_llama_linear_forward: the one place that decides how a linear computes.
  *
- * Frozen base (LoRA): the linear weights can be held as non-trainable bf16 (or f16) buffers that
- * the forward converts to f32 per use. Memory: the persistent arena cannot free, so freezing a
- * model built in f32 (vnm_llama_freeze_base) leaves the f32 copies in it, unreachable but still
- * counted by vnm_ctx_persistent_bytes; building the model frozen (vnm_llama_options.frozen) and
- * loading into it never allocates them. Each per-use f32 copy lives in the step arena until the
- * step is reset (the linear's backward reads it), so a forward + backward holds one f32 copy of
- * every frozen weight at its peak: the saving is in persistent memory, not in the step peak.
+ * Frozen base (LoRA): the linear weights can be held as non-trainable bf16 (or f16) buffers;
+ * vnm_linear converts such a weight to f32 for each product into a buffer it frees right after,
+ * so at most one f32 copy of one weight exists at a time. Memory: the persistent arena cannot
+ * free, so freezing a model built in f32 (vnm_llama_freeze_base) leaves the f32 copies in it,
+ * unreachable but still counted by vnm_ctx_persistent_bytes; building the model frozen
+ * (vnm_llama_options.frozen) and loading into it never allocates them.
  */
 #ifndef VNM_LLAMA_H
 #define VNM_LLAMA_H
@@ -82,7 +81,7 @@ typedef struct {
                          * NULL */
 } vnm_llama_linear;
 
-/* Through vnm_linear, a frozen bf16/f16 weight converted to f32 first (in the step arena); with
+/* Through vnm_linear (a frozen bf16/f16 weight is converted per product); with
  * adapters, plus the adapter branch (dense mode) or as the masked effective weight
  * (W + s·B·A) ⊙ Mk at the kept positions (masked mode), see sparse/sparse.h. */
 vnm_tensor *vnm_llama_linear_forward(vnm_ctx *ctx, vnm_llama_linear *l, vnm_tensor *x);
