@@ -22,6 +22,7 @@
 #include "../train/eval.h"
 #include "../train/export.h"
 #include "../train/recipe.h"
+#include "../train/state.h"
 #include "../train/trainer.h"
 #include "test_util.h"
 
@@ -672,6 +673,18 @@ static void test_llama_lora_schedule(void **state)
     vnm_pattern p;
     assert_int_equal(vnm_pattern_parse("16:2:4", &p, NULL, 0), VNM_OK);
     if (vnm_mask_validate(p, mask, 32, 32, err, sizeof err)) fail_msg("%s", err);
+    /* vnm inspect tells adapters and masks apart from the model's parameters */
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    char *last = tu_path(full, "ckpt/step_00000024.h5");
+    assert_int_equal(vnm_inspect_print(last, out, err, sizeof err), VNM_OK);
+    fclose(out);
+    tu_assert_has(text, "lora: 7 adapters");
+    tu_assert_has(text, "lora masks: 7 layers");
+    tu_assert_has(text, "chosen at step 16");
+    free(text);
+    free(last);
     free(metrics);
     free(full);
 }

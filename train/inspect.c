@@ -1,6 +1,7 @@
 /* train/inspect.c — `vnm inspect CKPT`: a human summary of a checkpoint written by
  * vnm_state_save, read through train/checkpoint.h only (no model is built), so it works on any
- * checkpoint of the DESIGN.md layout. */
+ * checkpoint of the DESIGN.md layout. LoRA adapters and the masks of the LoRA and SR-STE stages
+ * (stored as /model tensors) are reported apart from the model's parameters. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,9 +12,58 @@
 #define INSPECT_PATH_LEN 512
 
 typedef struct {
-    int64_t tensors, params;        /* /model */
+    int64_t tensors, params;        /* /model: parameters other than LoRA adapters */
     int64_t layers, kept, weights;  /* /sparse: layers, kept weights of O·I */
+    int64_t adapters, lora_params;  /* /model/<module>.lora_{A,B}.weight */
+    int64_t masked, mask_kept, mask_weights, mask_step; /* /model/<module>.lora_mask(_info) */
+    int64_t buffers;                /* masks and their bookkeeping (not parameters) */
 } inspect_totals;
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && !strcmp(s + n - m, suffix);
+}
+
+/* One /model tensor of n elements into the totals: LoRA adapters and the masks of the LoRA and
+ * SR-STE stages are told apart from the model's own parameters. */
+static vnm_status count_model_tensor(vnm_ckpt_reader *r, const char *name, vnm_ckpt_dtype dt,
+                                     int nd, const int64_t *shape, int64_t n, inspect_totals *t,
+                                     char *err, size_t err_len)
+{
+    if (ends_with(name, ".lora_A.weight") || ends_with(name, ".lora_B.weight")) {
+        t->adapters += ends_with(name, ".lora_A.weight");
+        t->lora_params += n;
+        return VNM_OK;
+    }
+    if (ends_with(name, ".lora_mask_info")) {
+        int64_t info[2];
+        vnm_status rc = vnm_ckpt_read(r, name, VNM_CKPT_I64, 1, (int64_t[]){2}, info, err,
+                                      err_len);
+        if (rc == VNM_OK && info[0] > t->mask_step) t->mask_step = info[0];
+        t->buffers++;
+        return rc;
+    }
+    if (ends_with(name, ".lora_mask") && dt == VNM_CKPT_U8) {
+        uint8_t *m = malloc((size_t)n + 1);
+        if (!m) return vnm_errbuf(err, err_len, VNM_ERR_RUNTIME, "inspect: out of memory");
+        vnm_status rc = vnm_ckpt_read(r, name, VNM_CKPT_U8, nd, shape, m, err, err_len);
+        for (int64_t i = 0; rc == VNM_OK && i < n; i++) t->mask_kept += m[i] != 0;
+        free(m);
+        t->masked++;
+        t->mask_weights += n;
+        t->buffers++;
+        return rc;
+    }
+    if (ends_with(name, ".lora_prev_mask") || ends_with(name, ".srste_mask") ||
+        ends_with(name, ".srste_mask_step")) {
+        t->buffers++;
+        return VNM_OK;
+    }
+    t->tensors++;
+    t->params += n;
+    return VNM_OK;
+}
 
 /* Kept weights of one layer: the slots of real rows (rows ≥ 0) that point at a used column. */
 static vnm_status sparse_kept(vnm_ckpt_reader *r, const char *path, vnm_pattern pat,
@@ -114,7 +164,7 @@ static vnm_status print_all(vnm_ckpt_reader *r, FILE *out, char *err, size_t err
     uint64_t rng[2], data_seed;
     char *created = NULL, *program = NULL, *recipe = NULL, **names = NULL;
     int64_t count = 0;
-    inspect_totals t = {0};
+    inspect_totals t = {.mask_step = -1};
     vnm_status rc;
     if ((rc = vnm_ckpt_get_i64(r, "/", "format_version", &version, err, err_len)) ||
         (rc = vnm_ckpt_get_i64(r, "/", "epoch", &epoch, err, err_len)) ||
@@ -137,8 +187,7 @@ static vnm_status print_all(vnm_ckpt_reader *r, FILE *out, char *err, size_t err
         int64_t shape[VNM_CKPT_MAX_DIMS], n = 1;
         if ((rc = vnm_ckpt_shape(r, names[i], &dt, &nd, shape, err, err_len))) goto done;
         for (int d = 0; d < nd; d++) n *= shape[d];
-        t.tensors++;
-        t.params += n;
+        if ((rc = count_model_tensor(r, names[i], dt, nd, shape, n, &t, err, err_len))) goto done;
     }
     fprintf(out, "file: %s\n", vnm_ckpt_file(r));
     fprintf(out, "format: %s version %lld, written by vnm %s at %s\n", VNM_CKPT_FORMAT,
@@ -152,8 +201,20 @@ static vnm_status print_all(vnm_ckpt_reader *r, FILE *out, char *err, size_t err
     if ((rc = print_sparse(r, out, names, count, &t, err, err_len))) goto done;
     fprintf(out, "sparse: %lld layers, %lld kept of %lld weights\n", (long long)t.layers,
             (long long)t.kept, (long long)t.weights);
-    fprintf(out, "parameters: %lld (dense %lld + sparse kept %lld)\n",
-            (long long)(t.params + t.kept), (long long)t.params, (long long)t.kept);
+    if (t.adapters)
+        fprintf(out, "lora: %lld adapters, %lld parameters\n", (long long)t.adapters,
+                (long long)t.lora_params);
+    if (t.masked && t.mask_step >= 0)
+        fprintf(out, "lora masks: %lld layers, kept %lld of %lld weights (%.4f), chosen at step "
+                     "%lld\n", (long long)t.masked, (long long)t.mask_kept,
+                (long long)t.mask_weights, (double)t.mask_kept / (double)t.mask_weights,
+                (long long)t.mask_step);
+    else if (t.masked)
+        fprintf(out, "lora masks: %lld layers, not chosen yet\n", (long long)t.masked);
+    fprintf(out, "parameters: %lld (dense %lld + sparse kept %lld + lora %lld)\n",
+            (long long)(t.params + t.kept + t.lora_params), (long long)t.params,
+            (long long)t.kept, (long long)t.lora_params);
+    if (t.buffers) fprintf(out, "buffers: %lld mask tensors\n", (long long)t.buffers);
     char *kind = NULL;
     int64_t steps;
     double lr;
