@@ -24,6 +24,7 @@ print("\nquickstart_llm summary (validation perplexity)")
 for r in val:
     print(f"  step {r['step']:5d}  {r['stage']:<22} ppl {r['ppl']:7.3f}")
 PY
+build/train/vnm inspect "$out"
 build/train/vnm export "$out" --out "$out/export" --sample 32 "data.path=$data"
 /usr/bin/python3 tools/check_vnm_masks.py "$out/export/model.safetensors" 64:2:5 \
   'model.layers.*_proj.weight'
