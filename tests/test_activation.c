@@ -430,6 +430,46 @@ static void test_gelu_kernels_avx2(void **state)
     check_gelu_kernels(false);
 }
 
+/* SwiGLU's kernels (portable, AVX2) against double references over a dense grid and spread
+ * magnitudes: y = silu(g)·u, dgate += dy·u·silu'(g), dup += dy·silu(g), for an odd n so the
+ * vector kernel's masked tail is used. */
+static void check_swiglu_kernels(bool portable)
+{
+    vnm_cpu_force_portable(portable);
+    const vnm_backend *be = vnm_backend_cpu();
+    enum { N = 20011 };
+    float *g = malloc(N * sizeof *g), *u = malloc(N * sizeof *u), *y = malloc(N * sizeof *y);
+    float *dy = malloc(N * sizeof *dy), *dg = malloc(N * sizeof *dg), *du = malloc(N * sizeof *du);
+    for (int64_t i = 0; i < N; i++) {
+        float spread = powf(10.0f, -30.0f + 33.0f * (float)(i % 997) / 997);
+        g[i] = i < N - 2000 ? -30.0f + 60.0f * (float)i / (N - 2001) : (i % 2 ? -spread : spread);
+        u[i] = 0.5f + (float)(i % 7) * 0.25f;
+        dy[i] = 1.0f - (float)(i % 5) * 0.125f;
+        dg[i] = du[i] = 0.0f;
+    }
+    be->swiglu_fwd(y, g, u, N);
+    be->swiglu_bwd(dg, du, g, u, dy, N);
+    const char *k = portable ? "portable" : "avx2";
+    char what[64];
+    for (int64_t i = 0; i < N; i++) {
+        snprintf(what, sizeof what, "swiglu (%s)", k);
+        check_value(what, g[i], y[i], ref_act(SILU, g[i]) * u[i]);
+        snprintf(what, sizeof what, "swiglu dgate (%s)", k);
+        check_value(what, g[i], dg[i], (double)dy[i] * u[i] * ref_act_grad(SILU, g[i]));
+        snprintf(what, sizeof what, "swiglu dup (%s)", k);
+        check_value(what, g[i], du[i], (double)dy[i] * ref_act(SILU, g[i]));
+    }
+    free(g), free(u), free(y), free(dy), free(dg), free(du);
+    vnm_cpu_force_portable(false);
+}
+
+static void test_swiglu_kernels_both(void **state)
+{
+    (void)state;
+    check_swiglu_kernels(true);
+    if (vnm_cpu_use_avx2()) check_swiglu_kernels(false);
+}
+
 /* A value's result does not depend on where it lies (whole vectors, the masked tail) nor on the
  * thread count; the two kernels agree to about an ulp. */
 static void test_gelu_kernels_position_and_threads(void **state)
@@ -540,6 +580,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_activation_errors, tu_setup, tu_teardown),
         cmocka_unit_test(test_vector_exp_erf_accuracy),
         cmocka_unit_test_teardown(test_gelu_kernels_portable, reset_kernels_only),
+        cmocka_unit_test_teardown(test_swiglu_kernels_both, reset_kernels_only),
         cmocka_unit_test_teardown(test_gelu_kernels_avx2, reset_kernels_only),
         cmocka_unit_test_teardown(test_gelu_kernels_position_and_threads, reset_kernels_only),
         cmocka_unit_test_setup_teardown(test_gelu_gradcheck_both_kernels, tu_setup, reset_kernels),
