@@ -8,8 +8,9 @@
  *   adapted linear named by sparsity.targets merges, re-draws its adapters and re-prunes to
  *   sparsity.pattern with sparsity.score (RIA from sparsity.calibration_batches training batches
  *   in order); the adapters' optimiser state restarts. The regulariser lora.lambda acts on the
- *   entries the previous mask pruned. The first mask choice is evaluated at once and logged as
- *   "<stage>/one-shot": the model pruned without training.
+ *   entries the previous mask pruned (the logged training loss includes it). The first mask
+ *   choice is evaluated at once and logged as "<stage>/one-shot": the model pruned without
+ *   training.
  * - lora_sparse_fixed: the last masks stay; adapters train on the masked effective weight.
  *
  * Checkpoints hold the whole model (the base is trained or merged here, so it is not the file it
@@ -383,8 +384,10 @@ static int reprune_all(llama_state *v, int64_t step)
         }
         if (vnm_lora_reprune(env->ctx, l->lora, l->weight, r->sparsity.pattern,
                              r->sparsity.selector, r->sparsity.score, rms, 0.5, step, v->err,
-                             sizeof v->err))
+                             sizeof v->err)) {
             rc = vnm_task_fail(env, 1, "re-prune %s: %s", wname, v->err);
+            break;
+        }
         vnm_tensor *ab[2] = {l->lora->A, l->lora->B};
         vnm_task_reset_optim_state(env, ab, 2);
         n++;
