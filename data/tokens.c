@@ -192,7 +192,8 @@ vnm_status vnm_token_shard_open(const char *path, vnm_token_shard *out, char *er
     int64_t bad = first_invalid(tokens, (int)token_bytes, (int64_t)count, vocab_size);
     if (bad >= 0) {
         vnm_errbuf(err, err_len, st,
-                   "tokens '%s': token %u at index %lld, expected < vocab_size %u", path, token_at(tokens, (int)token_bytes, bad), (long long)bad, vocab_size);
+                   "tokens '%s': token %u at index %lld, expected < vocab_size %u", path,
+                   token_at(tokens, (int)token_bytes, bad), (long long)bad, vocab_size);
         munmap(map, (size_t)size);
         goto done;
     }

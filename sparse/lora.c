@@ -132,7 +132,8 @@ static vnm_status weight_store(vnm_ctx *ctx, vnm_tensor *W, float *f)
 static vnm_status add_delta(vnm_ctx *ctx, const vnm_lora *l, float *W, float sign)
 {
     int64_t O = l->O, I = l->I, r = l->r;
-    float *A = malloc((size_t)(r * I) * sizeof(float)), *B = malloc((size_t)(O * r) * sizeof(float));
+    float *A = malloc((size_t)(r * I) * sizeof(float));
+    float *B = malloc((size_t)(O * r) * sizeof(float));
     float *P = malloc((size_t)(O * I) * sizeof(float));
     vnm_status st = A && B && P ? VNM_OK
                                 : vnm_ctx_fail(ctx, VNM_ERR_RUNTIME, "lora '%s': out of memory "

@@ -1,7 +1,7 @@
 /* sparse/op_sparse_linear.c — the sparse-linear op in mask-fixed mode: y = x·(W⊙Mk)ᵀ + b with the
- * compressed values as the parameter (or any tensor of their shape, e.g. a LoRA effective weight). All three products run on the compressed form (forward,
- * dX, dW at kept positions only), so the gradient of vals has the compressed shape and pruned
- * weights never exist. The sparse kernels run on the CPU backend. */
+ * compressed values as the parameter (or any tensor of their shape, e.g. a LoRA effective
+ * weight). All three products run on the compressed form (forward, dX, dW at kept positions
+ * only), so the gradient of vals has the compressed shape and pruned weights never exist. The sparse kernels run on the CPU backend. */
 #include "internal.h"
 
 static vnm_spmm_weight spmm_view(const vnm_sparse_weight *w, const vnm_tensor *vals)

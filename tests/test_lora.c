@@ -122,7 +122,8 @@ static void test_dense_matches_reference(void **state)
     vnm_tensor *y = vnm_lora_add(ctx, l, x, vnm_linear(ctx, x, W, b));
     assert_non_null(y);
     assert_int_equal(y->shape[2], O);
-    float *Wh = tu_host(ctx, W), *bh = tu_host(ctx, b), *xh = tu_host(ctx, x), *yh = tu_host(ctx, y);
+    float *Wh = tu_host(ctx, W), *bh = tu_host(ctx, b), *xh = tu_host(ctx, x);
+    float *yh = tu_host(ctx, y);
     double *E = ref_effective(ctx, l, Wh), *want = ref_linear(xh, E, bh, T, O, I);
     tu_assert_close(yh, want, T * O, 1e-5, 1e-5, "dense lora output");
     free(Wh), free(bh), free(xh), free(yh), free(E), free(want);
@@ -313,7 +314,8 @@ static void test_reprune(void **state)
             assert_int_equal(l->mask_step, step);
             if (old) assert_memory_equal(l->prev_mask, old, (size_t)(O * I));
             else assert_null(l->prev_mask);
-            float *B = tu_host(ctx, l->B), *Wafter = tu_host(ctx, vnm_to_dtype(ctx, W, VNM_DTYPE_F32));
+            float *B = tu_host(ctx, l->B);
+            float *Wafter = tu_host(ctx, vnm_to_dtype(ctx, W, VNM_DTYPE_F32));
             for (int64_t k = 0; k < O * l->r; k++) assert_true(B[k] == 0.0f);
             /* W ← W + s·B·A, rounded to bf16 for a bf16 base */
             tu_assert_close(Wafter, merged, O * I, bf ? 0 : 1e-6, bf ? 1.0 / 128 : 1e-6,

@@ -745,6 +745,23 @@ static void test_llama_lora_from_start(void **state)
     free(full);
 }
 
+/* LLaMA recipe mistakes exit 2 before any training: lora.targets that select nothing, a model
+ * vocabulary smaller than the data's. */
+static void test_llama_bad_input(void **state)
+{
+    const char *dir = *state;
+    char *recipe = write_file(dir, "lm.yaml", llama_recipe), *tok = write_tokens(dir);
+    char *out = tu_path(dir, "bad"), ov[4200], dp[4200];
+    snprintf(ov, sizeof ov, "run.output_dir=%s", out);
+    snprintf(dp, sizeof dp, "data.path=%s", tok);
+    const char *targets[] = {ov, dp, "lora.targets=[nothing_proj]"};
+    assert_int_equal(run_cmd(false, recipe, targets, 3), 2);
+    assert_false(exists(out, "ckpt/latest"));
+    const char *vocab[] = {ov, dp, "model.vocab_size=100"};
+    assert_int_equal(run_cmd(false, recipe, vocab, 3), 2);
+    free(recipe), free(tok), free(out);
+}
+
 /* `vnm eval` and `vnm export` of a LLaMA run: perplexity as the trainer logged it, a
  * transformers folder whose pruned projections hold the masks of the last checkpoint, and, from a
  * lora_dense checkpoint, the base and the PEFT adapter beside the merged model. */
@@ -825,6 +842,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ria_prune, tu_setup_tmpdir, tu_teardown_tmpdir),
         cmocka_unit_test(test_quickstart_recipe),
         cmocka_unit_test(test_llama_recipes),
+        cmocka_unit_test_setup_teardown(test_llama_bad_input, tu_setup_tmpdir,
+                                        tu_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_llama_lora_from_start, tu_setup_tmpdir,
                                         tu_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_llama_eval_export, tu_setup_tmpdir,

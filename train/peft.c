@@ -55,29 +55,40 @@ bool vnm_peft_target_matches(const char *module, const char *const *targets, int
     return name_matches(module, !strcmp(module, "lm_head"), targets, n_targets, NULL);
 }
 
+vnm_status vnm_peft_check_targets(const vnm_llama *m, const char *const *targets, int n_targets,
+                                  char *err, size_t err_len)
+{
+    bool bad = false, any = false;
+    for (int i = 0; i < m->n_linears; i++)
+        any |= name_matches(m->linears[i]->name, m->linears[i] == &m->lm_head, targets, n_targets,
+                            &bad);
+    if (bad)
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "lora.targets: '%s' is not a valid "
+                          "regular expression", targets[0]);
+    if (!any)
+        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "lora.targets: no linear of the model "
+                          "matches (module names look like 'model.layers.0.self_attn.q_proj'; "
+                          "entries match whole names or their last components, e.g. 'q_proj', "
+                          "or use 'all-linear')");
+    return VNM_OK;
+}
+
 vnm_status vnm_peft_attach(vnm_ctx *ctx, vnm_llama *m, const vnm_lora_config *cfg,
                            const char *const *targets, int n_targets, int *n_attached, char *err,
                            size_t err_len)
 {
-    bool bad = false;
+    vnm_status st = vnm_peft_check_targets(m, targets, n_targets, err, err_len);
+    if (st != VNM_OK) return st;
     int n = 0;
     for (int i = 0; i < m->n_linears; i++) {
         vnm_llama_linear *l = m->linears[i];
-        if (!name_matches(l->name, l == &m->lm_head, targets, n_targets, &bad)) continue;
+        if (!name_matches(l->name, l == &m->lm_head, targets, n_targets, NULL)) continue;
         n++;
         if (l->lora) continue;
         l->lora = vnm_lora_new(ctx, l->name, l->out, l->in, cfg);
         if (!l->lora)
             return vnm_errbuf(err, err_len, vnm_ctx_status(ctx), "lora: %s", vnm_ctx_error(ctx));
     }
-    if (bad)
-        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "lora.targets: '%s' is not a valid "
-                          "regular expression", targets[0]);
-    if (n == 0)
-        return vnm_errbuf(err, err_len, VNM_ERR_INPUT, "lora.targets: no linear of the model "
-                          "matches (module names look like 'model.layers.0.self_attn.q_proj'; "
-                          "entries match whole names or their last components, e.g. 'q_proj', "
-                          "or use 'all-linear')");
     if (n_attached) *n_attached = n;
     return VNM_OK;
 }
@@ -296,7 +307,8 @@ static vnm_status read_config(const char *file, vnm_json **out, vnm_lora_config 
     const vnm_json *alpha = vnm_json_get(c, "lora_alpha"), *drop = vnm_json_get(c, "lora_dropout");
     const vnm_json *rs = vnm_json_get(c, "use_rslora");
     vnm_status st = VNM_OK;
-    if (c->kind != VNM_JSON_OBJECT) st = cfg_fail(err, err_len, file, "(top)", "expected an object");
+    if (c->kind != VNM_JSON_OBJECT)
+        st = cfg_fail(err, err_len, file, "(top)", "expected an object");
     else if (!type || type->kind != VNM_JSON_STRING || strcmp(type->string, "LORA"))
         st = cfg_fail(err, err_len, file, "peft_type", "expected \"LORA\"");
     else if (!r || !r->is_int || r->integer < 1)

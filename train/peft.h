@@ -24,6 +24,11 @@
  * expression selects nothing and is reported by vnm_peft_attach. */
 bool vnm_peft_target_matches(const char *module, const char *const *targets, int n_targets);
 
+/* VNM_OK when targets select some linear of m; else VNM_ERR_INPUT naming the rule (or the bad
+ * regular expression). */
+vnm_status vnm_peft_check_targets(const vnm_llama *m, const char *const *targets, int n_targets,
+                                  char *err, size_t err_len);
+
 /* Gives every selected linear without an adapter a new one (A drawn from the ctx RNG, B zero),
  * in the model's linear order. Errors: nothing selected, a bad regular expression, a bad config.
  * *n_attached (may be NULL) receives the count. */

@@ -1,9 +1,9 @@
 /* train/task.h — what the training loop (train/trainer.c) needs from a model family, as a table of
  * function pointers over an opaque state, in the manner of ggml's backend interface. A task owns
  * its data (data sets, loaders, the training sampler), its model and what a stage kind does to
- * the model (one-shot pruning, SR-STE masks; LoRA later). The loop owns the recipe, the run
- * directory, the step plan, the lr schedules, backward, clipping and the optimiser, evaluation
- * logging, checkpoints and resume; it picks the task from model.arch.
+ * the model (one-shot pruning, SR-STE masks, LoRA adapters and their masks). The loop owns the
+ * recipe, the run directory, the step plan, the lr schedules, backward, clipping and the
+ * optimiser, evaluation logging, checkpoints and resume; it picks the task from model.arch.
  *
  * Conventions of the entries: st is the state setup made. An entry returning int returns an exit
  * code (0 ok, 1 runtime failure, 2 bad input) and, when not 0, leaves its message in env->msg
@@ -78,7 +78,7 @@ typedef struct vnm_task_iface {
     /* ---- one training step: step_begin, train_forward, extra_loss; then the loop's backward,
      * clipping, lr and optimiser step, and vnm_ctx_reset_step ---- */
     /* Called first in every step with the number of steps done (SR-STE masks follow it; LoRA
-     * re-pruning will be due on it). */
+     * re-pruning is due on it). */
     int (*step_begin)(void *st, int64_t step);
     /* The next training batch through the model: *loss the scalar training loss on the tape,
      * *items the images or tokens in the batch (throughput). Returns non-zero for failures

@@ -204,6 +204,12 @@ static int setup_model(llama_state *v)
         return vnm_task_fail(v->env, 2, "model.weights: %s", v->err);
     v->masks = calloc((size_t)v->m->n_linears, sizeof *v->masks);
     if (!v->masks) return vnm_task_fail(v->env, 1, "out of memory");
+    /* a lora.targets typo is reported now, not after the stages before the first LoRA stage */
+    bool lora_stage = false;
+    for (int64_t i = 0; i < r->n_stages; i++) lora_stage |= is_lora_kind(r->stages[i].kind);
+    if (lora_stage && vnm_peft_check_targets(v->m, (const char *const *)r->lora.targets.items,
+                                             (int)r->lora.targets.n, v->err, sizeof v->err))
+        return vnm_task_fail(v->env, 2, "%s", v->err);
     return collect_params(v);
 }
 
@@ -575,7 +581,8 @@ static int llama_state_loaded(void *st)
         size_t n = (size_t)(l->out * l->in);
         uint8_t *mask = malloc(n), *prev = malloc(n);
         int rc = mask && prev ? 0 : vnm_task_fail(v->env, 1, "out of memory");
-        if (!rc && (vnm_tensor_to_host(ctx, b->mask, mask) || vnm_tensor_to_host(ctx, b->prev, prev)))
+        if (!rc &&
+            (vnm_tensor_to_host(ctx, b->mask, mask) || vnm_tensor_to_host(ctx, b->prev, prev)))
             rc = vnm_task_fail(v->env, 1, "%s", vnm_ctx_error(ctx));
         if (!rc && vnm_lora_set_masks(ctx, l->lora, l->weight, v->env->r->sparsity.pattern, mask,
                                       info[1] ? prev : NULL, info[0], v->err, sizeof v->err))

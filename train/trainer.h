@@ -1,6 +1,7 @@
-/* train/trainer.h — `vnm train` and `vnm resume`: a model family's task (train/task.h; today the
- * ViT on Fashion-MNIST) driven by a recipe (train/recipe.h) through its ordered stages (e.g.
- * dense → prune → sparse_fixed), with evaluation, the progress line, the run directory
+/* train/trainer.h — `vnm train` and `vnm resume`: a model family's task (train/task.h: the ViT
+ * on Fashion-MNIST, the LLaMA on token shards) driven by a recipe (train/recipe.h) through its
+ * ordered stages (e.g. dense → prune → sparse_fixed, or lora_dense → lora_sparse_dynamic →
+ * lora_sparse_fixed), with evaluation, the progress line, the run directory
  * (DESIGN.md "Run directory"), checkpoints through train/state.h, and exact resume.
  *
  * Step accounting: only training stages take optimiser steps. A prune stage is one-shot and takes
