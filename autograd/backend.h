@@ -1,8 +1,9 @@
 /* autograd/backend.h — the table of primitive kernels a device implements.
  *
  * Ops (autograd/op_*.c) do shapes, views and the tape; they reach data only through this table, so a
- * new device is a new table (autograd/cpu/ now, autograd/cuda/ next). Every kernel takes device
- * pointers to f32 data, contiguous row-major unless strides are passed, and sizes as int64_t.
+ * new device is a new table (autograd/cpu/, autograd/cuda/). Every kernel takes device pointers to
+ * f32 data (gemm_half and convert excepted), contiguous row-major unless strides are passed, and
+ * sizes as int64_t.
  * Kernels whose name ends in _bwd accumulate (+=) into the gradient buffers they are given, so
  * gradients from several uses of a tensor add up; a NULL gradient pointer means "not needed".
  * (act_bwd_set and attention_bwd_strided with `overwrite` write instead, for new buffers.)
@@ -69,6 +70,12 @@ typedef struct vnm_backend {
                          const float *A, int64_t lda, int64_t stride_a, const float *B,
                          int64_t ldb, int64_t stride_b, float beta, float *C, int64_t ldc,
                          int64_t stride_c, int64_t batch);
+    /* gemm_batched with A and B in the half dtype dt (bf16 or f16): products of the half values
+     * accumulated and written in f32, as tensor cores do (mixed precision) */
+    void (*gemm_half)(vnm_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                      const void *A, int64_t lda, int64_t stride_a, const void *B, int64_t ldb,
+                      int64_t stride_b, float beta, float *C, int64_t ldc, int64_t stride_c,
+                      int64_t batch);
 
     /* dst (layout d) = src (layout s), or += when accumulate; both layouts have the same shape.
      * With a 0 stride in d (reduction to a broadcast shape) accumulate must be true and the

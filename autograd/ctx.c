@@ -1,5 +1,5 @@
 /* autograd/ctx.c — the context: device and backend, the four arenas, error state, grad/training
- * flags and the RNG position. */
+ * flags, the matmul dtype (mixed precision) and the RNG position. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +45,7 @@ vnm_ctx *vnm_ctx_create(const vnm_ctx_config *cfg)
     vnm_arena_init(&ctx->step_data, be, DATA_CHUNK);
     ctx->grad_enabled = true;
     ctx->training = true;
+    ctx->matmul_dtype = VNM_DTYPE_F32;
     ctx->rng.seed = cfg->seed;
     ctx->rng.offset = 0;
 #ifdef _OPENMP
@@ -113,6 +114,20 @@ bool vnm_ctx_set_grad_enabled(vnm_ctx *ctx, bool enabled)
 bool vnm_ctx_grad_enabled(const vnm_ctx *ctx) { return ctx->grad_enabled; }
 void vnm_ctx_set_training(vnm_ctx *ctx, bool training) { ctx->training = training; }
 bool vnm_ctx_training(const vnm_ctx *ctx) { return ctx->training; }
+
+vnm_status vnm_ctx_set_matmul_dtype(vnm_ctx *ctx, vnm_dtype dt)
+{
+    if (dt != VNM_DTYPE_F32 && dt != VNM_DTYPE_BF16 && dt != VNM_DTYPE_F16)
+        return vnm_ctx_fail(ctx, VNM_ERR_INPUT, "matmul dtype must be f32, bf16 or f16, not %s",
+                            vnm_dtype_name(dt));
+    if (dt != VNM_DTYPE_F32 && !ctx->be->gemm_half)
+        return vnm_ctx_fail(ctx, VNM_ERR_INPUT, "backend %s has no half-precision products",
+                            ctx->be->name);
+    ctx->matmul_dtype = dt;
+    return VNM_OK;
+}
+
+vnm_dtype vnm_ctx_matmul_dtype(const vnm_ctx *ctx) { return ctx->matmul_dtype; }
 vnm_device vnm_ctx_device(const vnm_ctx *ctx) { return ctx->device; }
 const vnm_backend *vnm_ctx_backend(const vnm_ctx *ctx) { return ctx->be; }
 size_t vnm_ctx_step_bytes(const vnm_ctx *ctx) { return ctx->step_data.high; }

@@ -32,6 +32,7 @@ struct vnm_ctx {
     int64_t tape_len, tape_cap;
     bool grad_enabled;
     bool training;
+    vnm_dtype matmul_dtype; /* f32, or bf16/f16 for mixed precision (op_linear.c) */
     vnm_rng_state rng;
     vnm_linear_hook linear_hook;
     void *linear_hook_user;

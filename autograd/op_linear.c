@@ -2,7 +2,13 @@
  * GEMMs on contiguous operands with no transposed copies: the backward products pass transpose
  * flags and accumulate straight into the gradient buffers (beta = 1).
  *
- * A frozen weight may be bf16 or f16 (a LoRA base held at half the memory): each product
+ * Mixed precision (vnm_ctx_set_matmul_dtype bf16/f16): the forward converts both operands to the
+ * half dtype into step tensors, multiplies them with f32 accumulation and output, and keeps the
+ * half copies on the tape for backward, which converts the output gradient too. The gradients
+ * reach the f32 master weights unrounded (PyTorch's autocast rounds dW to bf16 first). A frozen
+ * half weight of that dtype is used as it is, with no copy.
+ *
+ * In f32, a frozen weight may be bf16 or f16 (a LoRA base held at half the memory): each product
  * converts it to f32 into a buffer freed right after (forward, and again for dX), so no f32 copy
  * outlives the product and the step's peak holds at most one such copy at a time. */
 #include "internal.h"
@@ -28,22 +34,61 @@ static void weight_f32_done(vnm_ctx *ctx, const vnm_tensor *w, const float *f)
     if (f && f != w->data) ctx->be->free((void *)f);
 }
 
+/* t (contiguous) as an operand of a half product: t itself when it has dtype dt, else a step
+ * copy. NULL when out of memory. */
+static vnm_tensor *half_operand(vnm_ctx *ctx, vnm_tensor *t, vnm_dtype dt)
+{
+    return t->dtype == dt ? t : vnm_to_dtype(ctx, t, dt);
+}
+
+/* C = op(A)·op(B) + beta·C over `batch` matrices (gemm_batched's arguments, alpha 1), with A and
+ * B in dt: f32, or a half dtype through gemm_half. */
+static void product(vnm_ctx *ctx, vnm_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                    const void *A, int64_t lda, int64_t sa, const void *B, int64_t ldb, int64_t sb,
+                    float beta, float *C, int64_t ldc, int64_t sc, int64_t batch)
+{
+    const vnm_backend *be = ctx->be;
+    if (dt != VNM_DTYPE_F32)
+        be->gemm_half(dt, ta, tb, M, N, K, 1.0f, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch);
+    else if (batch == 1)
+        be->gemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    else
+        be->gemm_batched(ta, tb, M, N, K, 1.0f, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch);
+}
+
+/* The output gradient of node as the operand of its backward products: itself in f32, or the
+ * half copy of the dtype of the node's saved operands. */
+static vnm_tensor *dy_operand(vnm_ctx *ctx, vnm_node *node)
+{
+    vnm_tensor *dy = node->out->grad;
+    return node->saved[0] ? half_operand(ctx, dy, node->saved[0]->dtype) : dy;
+}
+
+/* saved: the half copies of x and W in mixed precision, NULL in f32 */
 static void linear_backward(vnm_ctx *ctx, vnm_node *node)
 {
     vnm_tensor *x = node->in[0], *w = node->in[1], *b = node->in[2];
-    const float *dy = VNM_F32(node->out->grad); /* [T, O] */
+    vnm_tensor *xh = node->saved[0], *wh = node->saved[1];
     int64_t T = node->iarg[0], O = node->iarg[1], I = node->iarg[2];
-    const vnm_backend *be = ctx->be;
     float bx, bw, bb;
     vnm_tensor *dx = vnm_grad_slot(ctx, x, &bx), *dw = vnm_grad_slot(ctx, w, &bw);
     vnm_tensor *db = vnm_grad_slot(ctx, b, &bb);
-    if (dx) {
+    vnm_tensor *dy = dy_operand(ctx, node); /* [T, O] */
+    if (!dy) return;
+    vnm_dtype dt = dy->dtype;
+    if (dx && xh) {
+        product(ctx, dt, false, false, T, I, O, dy->data, O, 0, wh->data, I, 0, bx, VNM_F32(dx),
+                I, 0, 1);
+    } else if (dx) {
         const float *wf = weight_f32(ctx, w); /* [O, I] */
-        if (wf) be->gemm(false, false, T, I, O, 1.0f, dy, O, wf, I, bx, VNM_F32(dx), I);
+        if (wf) product(ctx, dt, false, false, T, I, O, dy->data, O, 0, wf, I, 0, bx, VNM_F32(dx),
+                        I, 0, 1);
         weight_f32_done(ctx, w, wf);
     }
-    if (dw) be->gemm(true, false, O, I, T, 1.0f, dy, O, VNM_F32(x), I, bw, VNM_F32(dw), I);
-    if (db) be->sum_axis(VNM_F32(db), dy, 1, T, O, bb != 0.0f);
+    if (dw)
+        product(ctx, dt, true, false, O, I, T, dy->data, O, 0, xh ? xh->data : x->data, I, 0, bw,
+                VNM_F32(dw), I, 0, 1);
+    if (db) ctx->be->sum_axis(VNM_F32(db), VNM_F32(node->out->grad), 1, T, O, bb != 0.0f);
 }
 
 /* f32, or a frozen (no gradient) bf16/f16 weight. */
@@ -96,13 +141,26 @@ vnm_tensor *vnm_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, vnm_tensor *b
         ctx->be->copy_strided(VNM_F32(y), &d, VNM_F32(b), &s, false);
         beta = 1.0f;
     }
-    const float *wf = weight_f32(ctx, w); /* [O, I] */
-    if (!wf) return NULL;
-    ctx->be->gemm(false, true, T, O, I, 1.0f, VNM_F32(x), I, wf, I, beta, VNM_F32(y), O);
-    weight_f32_done(ctx, w, wf);
+    vnm_dtype dt = ctx->matmul_dtype;
+    vnm_tensor *xh = NULL, *wh = NULL; /* [T, I], [O, I] in dt */
+    if (dt != VNM_DTYPE_F32) {
+        xh = half_operand(ctx, x, dt);
+        wh = half_operand(ctx, w, dt);
+        if (!xh || !wh) return NULL;
+        product(ctx, dt, false, true, T, O, I, xh->data, I, 0, wh->data, I, 0, beta, VNM_F32(y),
+                O, 0, 1);
+    } else {
+        const float *wf = weight_f32(ctx, w); /* [O, I] */
+        if (!wf) return NULL;
+        product(ctx, dt, false, true, T, O, I, VNM_F32(x), I, 0, wf, I, 0, beta, VNM_F32(y), O,
+                0, 1);
+        weight_f32_done(ctx, w, wf);
+    }
     vnm_tensor *in[3] = {x, w, b};
     vnm_node *node = vnm_tape_record(ctx, op, linear_backward, y, 3, in);
     if (node) {
+        node->saved[0] = xh;
+        node->saved[1] = wh;
         node->iarg[0] = T;
         node->iarg[1] = O;
         node->iarg[2] = I;
@@ -110,25 +168,29 @@ vnm_tensor *vnm_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, vnm_tensor *b
     return y;
 }
 
-/* iarg: batch, M, K, N, b shared (stride 0) */
+/* iarg: batch, M, K, N, b shared (stride 0); saved: the half copies of a and b in mixed
+ * precision, NULL in f32 */
 static void matmul_backward(vnm_ctx *ctx, vnm_node *node)
 {
     vnm_tensor *a = node->in[0], *b = node->in[1];
-    const float *dy = VNM_F32(node->out->grad); /* [batch, M, N] */
+    vnm_tensor *ah = node->saved[0] ? node->saved[0] : a, *bh = node->saved[1] ? node->saved[1] : b;
     int64_t batch = node->iarg[0], M = node->iarg[1], K = node->iarg[2], N = node->iarg[3];
     bool shared = node->iarg[4] != 0;
     int64_t sb = shared ? 0 : K * N;
-    const vnm_backend *be = ctx->be;
     float ba, bb;
     vnm_tensor *da = vnm_grad_slot(ctx, a, &ba), *db = vnm_grad_slot(ctx, b, &bb);
+    vnm_tensor *dy = dy_operand(ctx, node); /* [batch, M, N] */
+    if (!dy) return;
+    vnm_dtype dt = dy->dtype;
     if (da)
-        be->gemm_batched(false, true, M, K, N, 1.0f, dy, N, M * N, VNM_F32(b), N, sb, ba,
-                         VNM_F32(da), K, M * K, batch);
+        product(ctx, dt, false, true, M, K, N, dy->data, N, M * N, bh->data, N, sb, ba,
+                VNM_F32(da), K, M * K, batch);
     if (db && shared) /* Σ over the batch of aᵀ·dy is one GEMM over the stacked rows */
-        be->gemm(true, false, K, N, batch * M, 1.0f, VNM_F32(a), K, dy, N, bb, VNM_F32(db), N);
+        product(ctx, dt, true, false, K, N, batch * M, ah->data, K, 0, dy->data, N, 0, bb,
+                VNM_F32(db), N, 0, 1);
     else if (db)
-        be->gemm_batched(true, false, K, N, M, 1.0f, VNM_F32(a), K, M * K, dy, N, M * N, bb,
-                         VNM_F32(db), N, K * N, batch);
+        product(ctx, dt, true, false, K, N, M, ah->data, K, M * K, dy->data, N, M * N, bb,
+                VNM_F32(db), N, K * N, batch);
 }
 
 vnm_tensor *vnm_matmul(vnm_ctx *ctx, vnm_tensor *a, vnm_tensor *b)
@@ -164,11 +226,17 @@ vnm_tensor *vnm_matmul(vnm_ctx *ctx, vnm_tensor *a, vnm_tensor *b)
                           : vnm_tensor_new(ctx, VNM_DTYPE_F32, a->ndim, shape);
     if (!y) return NULL;
     int64_t batch = M * K > 0 ? vnm_numel(a) / (M * K) : 0;
-    ctx->be->gemm_batched(false, false, M, N, K, 1.0f, VNM_F32(a), K, M * K, VNM_F32(b), N,
-                          shared ? 0 : K * N, 0.0f, VNM_F32(y), N, M * N, batch);
+    vnm_dtype dt = ctx->matmul_dtype;
+    vnm_tensor *ah = NULL, *bh = NULL; /* a, b in dt (mixed precision) */
+    if (dt != VNM_DTYPE_F32 && (!(ah = half_operand(ctx, a, dt)) || !(bh = half_operand(ctx, b, dt))))
+        return NULL;
+    product(ctx, dt, false, false, M, N, K, ah ? ah->data : a->data, K, M * K,
+            bh ? bh->data : b->data, N, shared ? 0 : K * N, 0.0f, VNM_F32(y), N, M * N, batch);
     vnm_tensor *in[2] = {a, b};
     vnm_node *node = vnm_tape_record(ctx, op, matmul_backward, y, 2, in);
     if (node) {
+        node->saved[0] = ah;
+        node->saved[1] = bh;
         node->iarg[0] = batch;
         node->iarg[1] = M;
         node->iarg[2] = K;

@@ -1,9 +1,10 @@
 /* tests/test_backends.c — every op on every backend present: each case builds the same op from the
  * same inputs on the CPU and on the CUDA backend, runs forward and backward with the same seed
  * gradient and compares the outputs and every input gradient; the CUDA result then passes the
- * finite-difference check as well. Kernels reached outside the tape (random fills, dtype
- * conversion, the optimiser updates, sum of squares) are compared directly, bit for bit where the
- * CPU kernel is exact by construction. Without a device every case is skipped with the reason. */
+ * finite-difference check as well (f32 cases; the bf16/f16 products of mixed precision compare
+ * backends only). Kernels reached outside the tape (random fills, dtype conversion, the optimiser
+ * updates, sum of squares) are compared directly, bit for bit where the CPU kernel is exact by
+ * construction. Without a device every case is skipped with the reason. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,7 @@ typedef struct {
     bk_input in[MAX_IN];
     double atol, rtol; /* output and gradient agreement */
     bool training;     /* dropout and drop-path active */
+    vnm_dtype matmul;  /* f32 (0), or bf16/f16 products (mixed precision) */
 } bk_case;
 
 /* ---- contexts ---- */
@@ -93,6 +95,7 @@ static bk_result run_case(vnm_ctx *ctx, const bk_case *c, vnm_tensor **in)
 {
     for (int k = 0; k < c->n_in; k++) in[k] = upload_param(ctx, &c->in[k], (uint64_t)k + 1);
     vnm_ctx_set_training(ctx, c->training);
+    assert_int_equal(vnm_ctx_set_matmul_dtype(ctx, c->matmul), VNM_OK);
     vnm_ctx_rng_set(ctx, (vnm_rng_state){77, 5});
     vnm_tensor *out = c->f(ctx, in, NULL);
     if (!out) fail_msg("%s on %s: forward failed: %s", c->name, vnm_ctx_device(ctx) ? "cuda" : "cpu",
@@ -136,7 +139,8 @@ static void test_case(void **state)
     }
     free(a.out);
     free(b.out);
-    tu_gradcheck(gpu, c->f, c->n_in, in_gpu, NULL);
+    /* rounded operands defeat finite differences; test_mixed_precision checks those products */
+    if (c->matmul == VNM_DTYPE_F32) tu_gradcheck(gpu, c->f, c->n_in, in_gpu, NULL);
     vnm_ctx_destroy(cpu);
     vnm_ctx_destroy(gpu);
 }
@@ -333,6 +337,14 @@ static const bk_case cases[] = {
     CASE("linear_nobias", f_linear_nobias, 2, IN(-1, 1, 2, 65, 70), IN(-1, 1, 2, 33, 70)),
     CASE("matmul_batched", f_matmul, 2, IN(-1, 1, 4, 2, 3, 4, 5), IN(-1, 1, 4, 2, 3, 5, 6)),
     CASE("matmul_shared", f_matmul, 2, IN(-1, 1, 3, 2, 7, 9), IN(-1, 1, 2, 9, 4)),
+    {.name = "linear_bf16", .f = f_linear, .n_in = 3, .matmul = VNM_DTYPE_BF16,
+     .in = {IN(-1, 1, 3, 3, 5, 37), IN(-1, 1, 2, 19, 37), IN(-1, 1, 1, 19)}},
+    {.name = "linear_f16", .f = f_linear_nobias, .n_in = 2, .matmul = VNM_DTYPE_F16,
+     .in = {IN(-1, 1, 2, 65, 70), IN(-1, 1, 2, 33, 70)}},
+    {.name = "matmul_bf16_batched", .f = f_matmul, .n_in = 2, .matmul = VNM_DTYPE_BF16,
+     .in = {IN(-1, 1, 4, 2, 3, 4, 5), IN(-1, 1, 4, 2, 3, 5, 6)}},
+    {.name = "matmul_f16_shared", .f = f_matmul, .n_in = 2, .matmul = VNM_DTYPE_F16,
+     .in = {IN(-1, 1, 3, 2, 7, 9), IN(-1, 1, 2, 9, 4)}},
     CASE("add_broadcast", f_add, 2, IN(-2, 2, 3, 2, 3, 4), IN(-2, 2, 2, 3, 1)),
     CASE("sub_broadcast", f_sub, 2, IN(-2, 2, 2, 1, 5), IN(-2, 2, 3, 2, 3, 1)),
     CASE("mul_broadcast", f_mul, 2, IN(-2, 2, 3, 4, 1, 6), IN(-2, 2, 2, 5, 6)),

@@ -1,5 +1,6 @@
-/* autograd/cuda/gemm.cu — GEMMs through cuBLAS, in f32 (the handle keeps the default math mode, which
- * never uses TF32 for cublasSgemm, so products are as accurate as the CPU's).
+/* autograd/cuda/gemm.cu — GEMMs through cuBLAS: f32 (the handle keeps the default math mode, which
+ * never uses TF32 for cublasSgemm, so products are as accurate as the CPU's), and bf16/f16 operands
+ * with f32 accumulation and output on the tensor cores (gemm_half, mixed precision).
  *
  * The table is row-major and cuBLAS column-major: a row-major C[M,N] is a column-major Cᵀ[N,M] with
  * the same leading dimension, and Cᵀ = op(B)ᵀ·op(A)ᵀ, so each call passes B before A and N before M.
@@ -90,8 +91,36 @@ void vnm_cuda_gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, fl
                                            (long long)stride_c, (int)batch));
 }
 
+/* Half operands on the tensor cores: bf16/f16 A and B, f32 C, f32 accumulation. */
+static void cuda_gemm_half(vnm_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                           float alpha, const void *A, int64_t lda, int64_t stride_a,
+                           const void *B, int64_t ldb, int64_t stride_b, float beta, float *C,
+                           int64_t ldc, int64_t stride_c, int64_t batch)
+{
+    if (M == 0 || N == 0 || batch == 0) return;
+    size_t esize = 2; /* bf16 and f16 */
+    if (stride_c == 0) {
+        for (int64_t i = 0; i < batch; i++)
+            cuda_gemm_half(dt, ta, tb, M, N, K, alpha, (const char *)A + i * stride_a * esize, lda,
+                           0, (const char *)B + i * stride_b * esize, ldb, 0, i > 0 ? 1.0f : beta,
+                           C, ldc, 1, 1);
+        return;
+    }
+    if (K == 0 || alpha == 0.0f) {
+        scale_c(C, M, N, ldc, stride_c, batch, beta);
+        return;
+    }
+    cudaDataType_t t = dt == VNM_DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(cublas(), op(tb), op(ta), (int)N, (int)M, (int)K,
+                                            &alpha, B, t, (int)ldb, (long long)stride_b, A, t,
+                                            (int)lda, (long long)stride_a, &beta, C, CUDA_R_32F,
+                                            (int)ldc, (long long)stride_c, (int)batch,
+                                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
 void vnm_cuda_register_gemm(vnm_backend *be)
 {
     be->gemm = cuda_gemm;
     be->gemm_batched = vnm_cuda_gemm_batched;
+    be->gemm_half = cuda_gemm_half;
 }
