@@ -340,6 +340,71 @@ static void test_resume_bit_exact(void **state)
     free(recipe);
 }
 
+/* The value of `key` in the last train record of metrics (NaN when absent). */
+static double last_train_value(const char *metrics, const char *key)
+{
+    double v = NAN;
+    char k[64];
+    snprintf(k, sizeof k, "\"%s\":", key);
+    for (const char *p = metrics; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        const char *end = strchr(p, '\n'), *split = strstr(p, "\"split\":\"train\""), *at;
+        if (split && (!end || split < end) && (at = strstr(p, k)) && (!end || at < end))
+            v = strtod(at + strlen(k), NULL);
+    }
+    return v;
+}
+
+/* Mixed precision end to end. bf16 products train the mini run to losses near the f32 run's but
+ * not equal to them (the operands are rounded). f16 with an initial loss scale too large for the
+ * first gradients skips steps, halves the scale and says so; the scale and the skipped steps are
+ * in metrics.jsonl; a resume continues bit-exactly, the scaler's state coming from the
+ * checkpoint (with the recipe's initial scale instead, the resumed steps would differ). */
+static void test_mixed_precision_runs(void **state)
+{
+    REQUIRE_DATA();
+    const char *dir = *state;
+    char *recipe = write_file(dir, "mini.yaml", mini_recipe);
+    const char *names[3] = {"f32", "bf16", "f16"};
+    char *out[3], *metrics[3];
+    for (int i = 0; i < 3; i++) {
+        char ov[4200], prec[64];
+        out[i] = tu_path(dir, names[i]);
+        snprintf(ov, sizeof ov, "run.output_dir=%s", out[i]);
+        snprintf(prec, sizeof prec, "run.precision=%s", names[i]);
+        const char *ovs[] = {ov, prec, "run.loss_scale=2097152", "run.loss_scale_growth_interval=2"};
+        assert_int_equal(run_cmd(false, recipe, ovs, 4), 0);
+        metrics[i] = read_in(out[i], "metrics.jsonl");
+        tu_assert_has(last_line(metrics[i]), "{\"event\":\"done\",\"step\":12,");
+    }
+    int differ = 0;
+    for (int64_t st = 1; st <= 12; st++) {
+        char *a = train_loss(metrics[0], st), *b = train_loss(metrics[1], st);
+        double x = strtod(a, NULL), y = strtod(b, NULL);
+        if (fabs(x - y) > 0.02 * fmax(1.0, fabs(x)))
+            fail_msg("step %lld: loss %s in f32, %s with bf16 products", (long long)st, a, b);
+        differ += strcmp(a, b) != 0;
+        free(a);
+        free(b);
+    }
+    assert_true(differ > 0);
+    assert_null(strstr(metrics[0], "loss_scale"));
+    assert_null(strstr(metrics[1], "loss_scale"));
+    char *log = read_in(out[2], "log.txt");
+    tu_assert_has(log, "f16 gradients overflowed at loss scale 2.09715e+06; step skipped, scale "
+                       "now 1.04858e+06");
+    double skipped = last_train_value(metrics[2], "skipped_steps");
+    assert_true(skipped >= 1 && skipped < 12);
+    assert_true(last_train_value(metrics[2], "loss_scale") > 0);
+    check_resume(dir, out[2], 4, "f16from4");
+    check_resume(dir, out[2], 8, "f16from8");
+    for (int i = 0; i < 3; i++) {
+        free(out[i]);
+        free(metrics[i]);
+    }
+    free(log);
+    free(recipe);
+}
+
 /* SR-STE: a resume in the middle of the dynamic stage (step 8: the masks come from the checkpoint,
  * they were chosen from an earlier W) and after its freeze (step 10) matches the uninterrupted
  * run; the checkpoint inside the stage holds the masks, the one after it sparse weights. */
@@ -840,6 +905,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_resume_bit_exact, tu_setup_tmpdir,
                                         tu_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_ria_prune, tu_setup_tmpdir, tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_mixed_precision_runs, tu_setup_tmpdir,
+                                        tu_teardown_tmpdir),
         cmocka_unit_test(test_quickstart_recipe),
         cmocka_unit_test(test_llama_recipes),
         cmocka_unit_test_setup_teardown(test_llama_bad_input, tu_setup_tmpdir,

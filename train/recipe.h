@@ -80,7 +80,9 @@ typedef struct {
         char *name, *output_dir; /* output_dir defaults to runs/<name> */
         int64_t seed;
         vnm_recipe_device device;
-        vnm_recipe_precision precision;
+        vnm_recipe_precision precision; /* of the products' operands (mixed precision) */
+        double loss_scale;              /* f16: initial dynamic loss scale */
+        int64_t loss_scale_growth_interval;
         int64_t threads; /* 0: OpenMP's choice */
     } run;
     struct {

@@ -241,6 +241,12 @@ static vnm_status write_all(vnm_ckpt_writer *w, const vnm_run_state *st, const s
         if (rc == VNM_OK) rc = write_hyper(w, "/optim", st->optim, st->optim_cfg, err, err_len);
         if (rc == VNM_OK)
             rc = vnm_ckpt_set_i64(w, "/optim", "steps", vnm_optim_steps(st->optim), err, err_len);
+        const vnm_loss_scaler *ls = st->loss_scaler;
+        if (ls && rc == VNM_OK &&
+            !(rc = vnm_ckpt_set_f64(w, "/optim", "loss_scale", ls->scale, err, err_len)) &&
+            !(rc = vnm_ckpt_set_i64(w, "/optim", "loss_scale_good_steps", ls->good_steps, err,
+                                    err_len)))
+            rc = vnm_ckpt_set_i64(w, "/optim", "loss_scale_skipped", ls->skipped, err, err_len);
         for (int i = 0; i < vnm_optim_num_params(st->optim) && rc == VNM_OK; i++) {
             char path[STATE_PATH_LEN + 8];
             snprintf(path, sizeof path, "/optim/%s", p->optim_names[i]);
@@ -395,6 +401,8 @@ typedef struct {
     vnm_progress progress;
     int64_t optim_steps;
     int64_t *param_steps; /* [optim params] */
+    bool has_loss_scale;  /* the checkpoint comes from a run with loss scaling */
+    vnm_loss_scaler loss_scaler;
 } state_scalars;
 
 static vnm_status read_optim(vnm_ckpt_reader *r, const vnm_run_state *st, const state_plan *p,
@@ -410,6 +418,18 @@ static vnm_status read_optim(vnm_ckpt_reader *r, const vnm_run_state *st, const 
                         kind, want);
     free(kind);
     if (rc == VNM_OK) rc = vnm_ckpt_get_i64(r, "/optim", "steps", &sc->optim_steps, err, err_len);
+    double scale;
+    /* a checkpoint without loss scaling (an f32 or bf16 run continued in f16) starts afresh */
+    sc->has_loss_scale = rc == VNM_OK && st->loss_scaler &&
+                         vnm_ckpt_get_f64(r, "/optim", "loss_scale", &scale, NULL, 0) == VNM_OK;
+    if (sc->has_loss_scale) {
+        sc->loss_scaler = *st->loss_scaler;
+        sc->loss_scaler.scale = (float)scale;
+        if (!(rc = vnm_ckpt_get_i64(r, "/optim", "loss_scale_good_steps",
+                                    &sc->loss_scaler.good_steps, err, err_len)))
+            rc = vnm_ckpt_get_i64(r, "/optim", "loss_scale_skipped", &sc->loss_scaler.skipped,
+                                  err, err_len);
+    }
     int n = vnm_optim_num_params(st->optim);
     sc->param_steps = calloc((size_t)n + 1, sizeof *sc->param_steps);
     if (!sc->param_steps && rc == VNM_OK)
@@ -452,6 +472,7 @@ static vnm_status apply(vnm_run_state *st, const state_plan *p, const state_scal
         for (int i = 0; i < vnm_optim_num_params(st->optim); i++)
             vnm_optim_set_param_steps(st->optim, i, sc->param_steps[i]);
         vnm_optim_set_steps(st->optim, sc->optim_steps);
+        if (sc->has_loss_scale) *st->loss_scaler = sc->loss_scaler;
     }
     vnm_ctx_rng_set(st->ctx, sc->rng);
     st->progress = sc->progress;

@@ -11,7 +11,8 @@
  *   /optim/<param>/<state>  f32, the parameter's shape ("m", "v" or "momentum_buffer"; a sparse
  *                           weight's parameter is its vals, so its moments are compressed), attrs
  *                           optimizer, step, group and the hyper-parameters; /optim carries the
- *                           same hyper-parameters and the global step count
+ *                           same hyper-parameters and the global step count, and with loss
+ *                           scaling (f16) the scaler's state
  *   /rng/seed, /rng/offset  u64 scalars: the context's Philox stream
  *   /data/epoch, index, seed  i64, i64, u64 scalars: the sampler position and the shuffle seed
  *
@@ -27,6 +28,7 @@
 
 #include "../autograd/autograd.h"
 #include "../data/data.h"
+#include "../optim/loss_scale.h"
 #include "../optim/optim.h"
 #include "../sparse/sparse.h"
 
@@ -60,6 +62,9 @@ typedef struct {
      * the hyper-parameters recorded as attributes; a load only checks the kind. */
     vnm_optim *optim;
     const vnm_optim_config *optim_cfg;
+    /* optional, with optim (f16 runs): saved as attributes loss_scale, loss_scale_good_steps and
+     * loss_scale_skipped of /optim; restored when the checkpoint has them, else left as it is */
+    vnm_loss_scaler *loss_scaler;
     vnm_sampler_pos data_pos; /* saved; filled by vnm_state_load for the caller to apply */
     uint64_t data_seed;       /* likewise */
     vnm_progress progress;    /* likewise */

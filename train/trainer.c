@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../optim/loss_scale.h"
 #include "../optim/optim.h"
 #include "checkpoint.h"
 #include "recipe.h"
@@ -47,6 +48,8 @@ struct vnm_trainer {
     vnm_optim_config ocfg;
     vnm_optim *opt;
     uint64_t opt_version;      /* the task's params_version the optimiser was built over */
+    bool loss_scaling;         /* f16 products: dynamic loss scaling */
+    vnm_loss_scaler scaler;
     vnm_schedule sched;        /* over the whole run */
     vnm_schedule *stage_sched; /* [n_stages] over each stage's steps (schedule.per_stage) */
     int64_t *stage_steps;      /* [n_stages] optimiser steps of each stage */
@@ -157,8 +160,6 @@ const char *vnm_task_stage_kind(vnm_recipe_stage_kind k)
 static int check_supported(trainer *t)
 {
     const vnm_recipe *r = &t->r;
-    if (r->run.precision != VNM_RECIPE_PRECISION_F32)
-        return fail(t, 2, "run.precision: only f32 training is implemented");
     t->task = r->model.arch == VNM_RECIPE_ARCH_VIT ? &vnm_task_vit : &vnm_task_llama;
     int rc = task_rc(t, t->task->check(&t->env));
     if (rc) return rc;
@@ -385,6 +386,12 @@ static int setup(trainer *t, bool resume)
     t->ctx = t->env.ctx = vnm_ctx_create(&cc);
     if (!t->ctx) return fail(t, 1, "cannot create a %s context", cuda ? "cuda" : "cpu");
     vnm_ctx_set_training(t->ctx, true);
+    static const vnm_dtype operand[] = {VNM_DTYPE_F32, VNM_DTYPE_BF16, VNM_DTYPE_F16};
+    if (vnm_ctx_set_matmul_dtype(t->ctx, operand[t->r.run.precision]))
+        return fail(t, 2, "run.precision: %s", vnm_ctx_error(t->ctx));
+    t->loss_scaling = t->r.run.precision == VNM_RECIPE_PRECISION_F16;
+    t->scaler = vnm_loss_scaler_init((float)t->r.run.loss_scale,
+                                     t->r.run.loss_scale_growth_interval);
     if ((!t->env.read_only && (rc = open_run_dir(t, resume))) ||
         (rc = task_rc(t, t->task->setup(&t->env, &t->ts))))
         return rc;
@@ -471,6 +478,7 @@ static void fill_state(trainer *t, vnm_run_state *st, vnm_state_tensor *dense,
     int nd = 0, ns = 0;
     t->task->state_entries(t->ts, dense, &nd, sparse, &ns);
     *st = (vnm_run_state){t->ctx, dense, nd, sparse, ns, t->opt, &t->ocfg,
+                          t->loss_scaling && t->opt ? &t->scaler : NULL,
                           t->task->get_pos(t->ts), (uint64_t)t->r.run.seed, t->prog,
                           t->recipe_text};
     st->progress.epoch = st->data_pos.epoch;
@@ -514,18 +522,43 @@ static void log_step(trainer *t, const char *stage, double lr)
     size_t mem = vnm_ctx_step_bytes(t->ctx) + vnm_ctx_persistent_bytes(t->ctx);
     char eta[32];
     format_eta(per_step * (double)(t->total_steps - t->prog.step), eta, sizeof eta);
-    say(t, "step %lld/%lld [%s] loss %.3f lr %.1e %.0f %s ETA %s mem %.0f MB\n",
-        (long long)t->prog.step, (long long)t->total_steps, stage, t->last_loss, lr, ips,
+    char scale[96] = "", scale_json[96] = "";
+    if (t->loss_scaling) {
+        snprintf(scale, sizeof scale, " scale %g", (double)t->scaler.scale);
+        snprintf(scale_json, sizeof scale_json, ",\"loss_scale\":%.9g,\"skipped_steps\":%lld",
+                 (double)t->scaler.scale, (long long)t->scaler.skipped);
+    }
+    say(t, "step %lld/%lld [%s] loss %.3f lr %.1e%s %.0f %s ETA %s mem %.0f MB\n",
+        (long long)t->prog.step, (long long)t->total_steps, stage, t->last_loss, lr, scale, ips,
         t->task->unit, eta, (double)mem / 1e6);
     fprintf(t->metrics, "{\"step\":%lld,\"stage\":\"%s\",\"split\":\"train\",\"loss\":%.9g,"
-                        "\"lr\":%.9g,\"throughput\":%.1f,\"unit\":\"%s\",\"mem_bytes\":%zu}\n",
-            (long long)t->prog.step, stage, t->last_loss, lr, ips, t->task->unit, mem);
+                        "\"lr\":%.9g,\"throughput\":%.1f,\"unit\":\"%s\",\"mem_bytes\":%zu%s}\n",
+            (long long)t->prog.step, stage, t->last_loss, lr, ips, t->task->unit, mem, scale_json);
     fflush(t->metrics);
     t->window_s = 0;
     t->window_items = 0;
 }
 
 /* ---- the loop ---- */
+
+/* Below this the loss scale is given up on (torch's GradScaler goes on halving forever). */
+#define MIN_LOSS_SCALE (1.0 / 65536)
+
+/* Backward from the loss, seeded with the loss scale when scaling (torch: scaler.scale(loss)). */
+static int backward(trainer *t, vnm_tensor *loss)
+{
+    vnm_ctx *ctx = t->ctx;
+    vnm_tensor *seed = NULL;
+    if (t->loss_scaling) {
+        seed = vnm_tensor_empty(ctx, VNM_DTYPE_F32, loss->ndim, loss->shape);
+        if (seed && vnm_tensor_fill(ctx, seed, t->scaler.scale)) seed = NULL;
+    }
+    if ((t->loss_scaling && !seed) ||
+        (seed ? vnm_backward_seed(ctx, loss, seed) : vnm_backward(ctx, loss)))
+        return fail(t, 1, "step %lld: backward: %s", (long long)t->prog.step + 1,
+                    vnm_ctx_error(ctx));
+    return 0;
+}
 
 static int train_step(trainer *t, const vnm_recipe_stage *s, double *lr_out)
 {
@@ -545,11 +578,40 @@ static int train_step(trainer *t, const vnm_recipe_stage *s, double *lr_out)
     float lv = vnm_item(ctx, loss);
     if (!isfinite(lv))
         return fail(t, 1, "step %lld [%s]: loss is %g; stopping without a checkpoint (the last "
-                          "good one stays)", (long long)t->prog.step + 1, s->name, (double)lv);
+                          "good one stays)%s", (long long)t->prog.step + 1, s->name, (double)lv,
+                    t->loss_scaling ? " (with f16 products a forward activation may have passed "
+                                      "65504; bf16 has f32's range)" : "");
+    double scale = isnan(s->optim.lr) ? 1.0 : s->optim.lr / t->r.optim.lr;
+    double lr = t->r.schedule.per_stage
+                    ? vnm_schedule_lr(&t->stage_sched[t->prog.stage_index], t->prog.stage_step)
+                    : vnm_schedule_lr(&t->sched, t->prog.step);
+    lr *= scale;
+    *lr_out = lr;
+    t->last_loss = lv;
+    t->window_items += items;
     vnm_optim_zero_grad(t->opt);
-    if (vnm_backward(ctx, loss))
-        return fail(t, 1, "step %lld: backward: %s", (long long)t->prog.step + 1,
-                    vnm_ctx_error(ctx));
+    if ((rc = backward(t, loss))) return rc;
+    if (t->loss_scaling) {
+        float used = t->scaler.scale;
+        bool finite = vnm_loss_scaler_unscale(&t->scaler, t->opt);
+        if (vnm_ctx_status(ctx))
+            return fail(t, 1, "step %lld: unscaling: %s", (long long)t->prog.step + 1,
+                        vnm_ctx_error(ctx));
+        vnm_loss_scaler_update(&t->scaler, finite);
+        if (!finite) {
+            say(t, "step %lld [%s]: f16 gradients overflowed at loss scale %g; step skipped, scale "
+                   "now %g\n", (long long)t->prog.step + 1, s->name, (double)used,
+                (double)t->scaler.scale);
+            if (t->scaler.scale < MIN_LOSS_SCALE)
+                return fail(t, 1, "step %lld [%s]: the loss scale fell below %g after %lld skipped "
+                                  "steps: the f16 gradients overflow at any scale; use "
+                                  "run.precision: bf16", (long long)t->prog.step + 1, s->name,
+                            MIN_LOSS_SCALE, (long long)t->scaler.skipped);
+            vnm_ctx_reset_step(ctx);
+            t->window_s += now_s() - start;
+            return 0;
+        }
+    }
     double clip = isnan(s->optim.clip_grad_norm) ? t->r.optim.clip_grad_norm
                                                  : s->optim.clip_grad_norm;
     if (clip > 0) {
@@ -559,20 +621,12 @@ static int train_step(trainer *t, const vnm_recipe_stage *s, double *lr_out)
                               "checkpoint (the last good one stays)",
                         (long long)t->prog.step + 1, s->name, norm);
     }
-    double scale = isnan(s->optim.lr) ? 1.0 : s->optim.lr / t->r.optim.lr;
-    double lr = t->r.schedule.per_stage
-                    ? vnm_schedule_lr(&t->stage_sched[t->prog.stage_index], t->prog.stage_step)
-                    : vnm_schedule_lr(&t->sched, t->prog.step);
-    lr *= scale;
     vnm_optim_set_lr(t->opt, lr);
     if (vnm_optim_step(t->opt))
         return fail(t, 1, "step %lld: optimiser: %s", (long long)t->prog.step + 1,
                     vnm_ctx_error(ctx));
     vnm_ctx_reset_step(ctx);
-    t->last_loss = lv;
-    t->window_items += items;
     t->window_s += now_s() - start;
-    *lr_out = lr;
     return 0;
 }
 
