@@ -85,6 +85,24 @@ static void test_cpu_one_step_prints_json(void **state)
     free(c.err);
 }
 
+/* Mixed precision: the case names the precision; f16 runs its loss scaling. */
+static void test_cpu_half_precisions(void **state)
+{
+    (void)state;
+    const char *precs[2] = {"bf16", "f16"};
+    for (int i = 0; i < 2; i++) {
+        const char *args[] = {"--batch", "4", "--steps", "1", "--reps", "1", "--warmup", "1",
+                              "--threads", "2", "--precision", precs[i]};
+        captured c = run(12, args);
+        if (c.rc) fail_msg("exit %d: %s", c.rc, c.err);
+        char want[64];
+        snprintf(want, sizeof want, "quickstart B=4 cpu 2t %s step", precs[i]);
+        tu_assert_has(c.out, want);
+        free(c.out);
+        free(c.err);
+    }
+}
+
 static void test_cuda_without_device_exits_2_with_reason(void **state)
 {
     (void)state;
@@ -114,6 +132,7 @@ static void test_bad_options_exit_2(void **state)
         {{"--device", "tpu"}, "--device needs cpu or cuda"},
         {{"--batch", "0"}, "--batch needs an integer"},
         {{"--model", "/nonexistent/recipe.yaml"}, "/nonexistent/recipe.yaml"},
+        {{"--precision", "fp8"}, "--precision: 'fp8' (expected f32, bf16 or f16)"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         captured c = run(2, cases[i].args);
@@ -128,6 +147,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cpu_one_step_prints_json),
+        cmocka_unit_test(test_cpu_half_precisions),
         cmocka_unit_test(test_cuda_without_device_exits_2_with_reason),
         cmocka_unit_test(test_bad_options_exit_2),
     };

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # tools/gpu_check.sh — the whole check of a GPU machine in one command: builds with CUDA, runs every
 # test program (the CUDA cases of tests/test_backends.c compare each op with the CPU backend), runs
-# the GPU benchmarks (linear op vs raw cuBLAS; training step of the quickstart model and of a
-# DeiT-small-shaped model on synthetic data, images/s) and writes a report (card, driver, CUDA,
-# results) to gpu_check_report.md.
+# the GPU benchmarks (linear op vs raw cuBLAS, f32 and bf16; training step of the quickstart model
+# and of a DeiT-small-shaped model on synthetic data, images/s, the latter also with bf16 products)
+# and writes a report (card, driver, CUDA, results) to gpu_check_report.md.
 #
 #   tools/gpu_check.sh [--build-dir DIR] [--prebuilt] [--report PATH] [--no-bench]
 #
@@ -113,6 +113,7 @@ if [ "$bench" = 1 ]; then
     run_bench ops --device cuda --reps 10
     run_bench train --model quickstart --device cuda
     run_bench train --model deit_small --device cuda
+    run_bench train --model deit_small --device cuda --precision bf16
     run_bench train --model quickstart --device cpu
 fi
 

@@ -23,9 +23,9 @@ void vnm_bench_report(const char *bench, const char *case_name, double value, co
  * Negative on failure (message on ctx). */
 double vnm_bench_time_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, vnm_sparse_weight *sw,
                              vnm_tensor *b, vnm_tensor *dy, int reps);
-/* Best-of-reps seconds of the three raw cuBLAS SGEMMs of a linear layer's forward + backward;
- * negative without CUDA or on a CUDA failure. */
-double vnm_bench_raw_cublas(int64_t T, int64_t in, int64_t out, int reps);
+/* Best-of-reps seconds of the three raw cuBLAS GEMMs of a linear layer's forward + backward,
+ * SGEMMs or (half) bf16 operands with f32 output; negative without CUDA or on a CUDA failure. */
+double vnm_bench_raw_cublas(int64_t T, int64_t in, int64_t out, bool half, int reps);
 int vnm_bench_ops(const vnm_bench_opts *opts);
 int vnm_bench_spmm(const vnm_bench_opts *opts);
 /* `vnm bench train [options]` (argv after "train"): the whole ViT training step; returns the exit

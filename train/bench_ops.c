@@ -1,6 +1,7 @@
 /* train/bench_ops.c — `vnm bench ops`: the linear op, forward + backward (dX, dW, db) through the
  * tape at transformer shapes, against the raw time of the same three products measured in the same
- * run: OpenBLAS sgemm on the CPU, cuBLAS SGEMM on a CUDA device (train/bench_cublas.c). Times are
+ * run: OpenBLAS sgemm on the CPU, cuBLAS SGEMM on a CUDA device (train/bench_cublas.c), and there
+ * also the mixed-precision (bf16) op against raw bf16 cuBLAS GEMMs. Times are
  * the best of `reps` runs after one warm-up; on CUDA each run ends by copying one gradient element
  * to the host, which waits for the run's kernels. */
 #include <math.h>
@@ -71,6 +72,32 @@ static double time_linear_op(vnm_ctx *ctx, const linear_case *c, int reps)
     return best;
 }
 
+/* One shape: the op against the raw GEMMs, a JSON line and a rate line. */
+static int bench_case(vnm_ctx *ctx, const linear_case *c, bool cuda, bool half, int reps)
+{
+    double raw = cuda ? vnm_bench_raw_cublas(c->T, c->in, c->out, half, reps)
+                      : time_raw_sgemm(c, reps);
+    double op = time_linear_op(ctx, c, reps);
+    if (op < 0 || raw < 0) {
+        fprintf(stderr, "vnm bench ops: %s\n",
+                op < 0 ? vnm_ctx_error(ctx) : "the cuBLAS baseline failed");
+        return 1;
+    }
+    double gflop = 3.0 * 2.0 * (double)c->T * (double)c->in * (double)c->out * 1e-9;
+    const char *prec = half ? " bf16" : "";
+    char name[128];
+    snprintf(name, sizeof name, "linear T=%lld %lld->%lld%s fwd+bwd", (long long)c->T,
+             (long long)c->in, (long long)c->out, prec);
+    vnm_bench_report("ops", name, op * 1e3, "ms",
+                     !cuda ? "openblas sgemm x3" : half ? "cublas bf16 gemm x3" : "cublas sgemm x3",
+                     raw * 1e3);
+    snprintf(name, sizeof name, "linear T=%lld %lld->%lld%s fwd+bwd rate", (long long)c->T,
+             (long long)c->in, (long long)c->out, prec);
+    fprintf(stderr, "       %-44s %10.1f GFLOP/s  raw gemm %8.1f GFLOP/s\n", name, gflop / op,
+            gflop / raw);
+    return 0;
+}
+
 int vnm_bench_ops(const vnm_bench_opts *opts)
 {
     bool cuda = opts->device == VNM_DEVICE_CUDA;
@@ -90,27 +117,15 @@ int vnm_bench_ops(const vnm_bench_opts *opts)
     else fprintf(stderr, "vnm bench ops: %d threads, best of %d\n", threads, opts->reps);
     static const linear_case cases[] = {{4096, 768, 3072}, {4096, 3072, 768}};
     int rc = 0;
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        const linear_case *c = &cases[i];
-        double raw = cuda ? vnm_bench_raw_cublas(c->T, c->in, c->out, opts->reps)
-                          : time_raw_sgemm(c, opts->reps);
-        double op = time_linear_op(ctx, c, opts->reps);
-        if (op < 0 || raw < 0) {
-            fprintf(stderr, "vnm bench ops: %s\n",
-                    op < 0 ? vnm_ctx_error(ctx) : "the cuBLAS baseline failed");
+    /* on CUDA also the mixed-precision linear (bf16 operands, its conversions included) against
+     * the raw bf16 GEMMs; the CPU's half products are for checking, not speed */
+    for (int half = 0; half <= (cuda ? 1 : 0) && !rc; half++) {
+        if (vnm_ctx_set_matmul_dtype(ctx, half ? VNM_DTYPE_BF16 : VNM_DTYPE_F32)) {
+            fprintf(stderr, "vnm bench ops: %s\n", vnm_ctx_error(ctx));
             rc = 1;
-            break;
         }
-        double gflop = 3.0 * 2.0 * (double)c->T * (double)c->in * (double)c->out * 1e-9;
-        char name[128];
-        snprintf(name, sizeof name, "linear T=%lld %lld->%lld fwd+bwd", (long long)c->T,
-                 (long long)c->in, (long long)c->out);
-        vnm_bench_report("ops", name, op * 1e3, "ms", cuda ? "cublas sgemm x3" : "openblas sgemm x3",
-                         raw * 1e3);
-        snprintf(name, sizeof name, "linear T=%lld %lld->%lld fwd+bwd rate", (long long)c->T,
-                 (long long)c->in, (long long)c->out);
-        fprintf(stderr, "       %-44s %10.1f GFLOP/s  raw sgemm %8.1f GFLOP/s\n", name,
-                gflop / op, gflop / raw);
+        for (size_t i = 0; !rc && i < sizeof cases / sizeof cases[0]; i++)
+            rc = bench_case(ctx, &cases[i], cuda, half, opts->reps);
     }
     vnm_ctx_destroy(ctx);
     return rc;

@@ -17,6 +17,7 @@
 #include <omp.h>
 #endif
 
+#include "../optim/loss_scale.h"
 #include "../optim/optim.h"
 #include "bench.h"
 #include "cli.h"
@@ -31,8 +32,8 @@
 
 static const char usage[] =
     "usage: vnm bench train [--model quickstart|deit_small|deit_tiny|RECIPE.yaml]\n"
-    "                       [--device cpu|cuda] [--batch N] [--threads N] [--reps N]\n"
-    "                       [--steps N] [--warmup N] [--profile]\n"
+    "                       [--device cpu|cuda] [--precision f32|bf16|f16] [--batch N]\n"
+    "                       [--threads N] [--reps N] [--steps N] [--warmup N] [--profile]\n"
     "\n"
     "Times the full ViT training step (forward, cross-entropy, backward, clipping if the recipe\n"
     "clips, AdamW, step reset) on one fixed synthetic batch (seeded; no dataset needed).\n"
@@ -40,6 +41,8 @@ static const char usage[] =
     "                RECIPE.yaml: any ViT recipe the same way; deit_small, deit_tiny: the timm\n"
     "                presets (224x224x3, 1000 classes), AdamW lr 5e-4, weight decay 0.05\n"
     "  --device D    cpu (default) or cuda\n"
+    "  --precision P f32 (default), or bf16/f16 operands of the linears' and matmuls' products\n"
+    "                (run.precision; f16 with dynamic loss scaling)\n"
     "  --batch N     images per step (default: the recipe's data.batch_size; deit: 64 on cuda,\n"
     "                16 on cpu)\n"
     "  --threads N   OpenMP/OpenBLAS threads (default: all cores)\n"
@@ -56,6 +59,7 @@ static const char usage[] =
 typedef struct {
     const char *model;
     vnm_device device;
+    vnm_dtype precision; /* the matmul dtype */
     int batch, threads, reps, steps, warmup; /* batch, steps, warmup: -1 = default */
     bool profile;
 } train_opts;
@@ -144,16 +148,28 @@ static int resolve_setup(const train_opts *o, train_setup *s)
 }
 
 /* One training step; on the last step of a window *loss receives the loss (a device → host copy
- * that waits for the step to finish). */
+ * that waits for the step to finish). scaler: f16's loss scaling as the trainer does it, or NULL. */
 static int train_step(vnm_ctx *ctx, vnm_vit *m, vnm_optim *opt, vnm_tensor *x, vnm_tensor *y,
-                      double clip, float *loss)
+                      double clip, vnm_loss_scaler *scaler, float *loss)
 {
     vnm_tensor *logits = vnm_vit_forward(ctx, m, x, NULL); // [B, classes]
     vnm_tensor *l = vnm_cross_entropy(ctx, logits, y, -100, 0.0f); // [1]
     if (!l) return 1;
     vnm_optim_zero_grad(opt);
-    if (vnm_backward(ctx, l)) return 1;
+    vnm_tensor *seed = scaler ? vnm_tensor_empty(ctx, VNM_DTYPE_F32, l->ndim, l->shape) : NULL;
+    if (scaler && (!seed || vnm_tensor_fill(ctx, seed, scaler->scale))) return 1;
+    if (scaler ? vnm_backward_seed(ctx, l, seed) : vnm_backward(ctx, l)) return 1;
     vnm_profile_mark(ctx, "(backward tail)");
+    if (scaler) {
+        bool finite = vnm_loss_scaler_unscale(scaler, opt);
+        vnm_loss_scaler_update(scaler, finite);
+        vnm_profile_mark(ctx, "(unscale)");
+        if (!finite) { /* skipped, as the trainer skips it */
+            if (loss) *loss = vnm_item(ctx, l);
+            vnm_ctx_reset_step(ctx);
+            return vnm_ctx_status(ctx) != VNM_OK;
+        }
+    }
     if (clip > 0 && !isfinite(vnm_optim_clip_grad_norm(opt, clip))) return 1;
     vnm_profile_mark(ctx, "(clip_grad_norm)");
     if (vnm_optim_step(opt)) return 1;
@@ -203,6 +219,13 @@ static int run(const train_opts *o)
     vnm_ctx_config cc = {o->device, s.seed, o->threads};
     vnm_ctx *ctx = vnm_ctx_create(&cc);
     if (!ctx) return 1;
+    if (vnm_ctx_set_matmul_dtype(ctx, o->precision)) {
+        fprintf(stderr, "vnm bench train: %s\n", vnm_ctx_error(ctx));
+        vnm_ctx_destroy(ctx);
+        return 2;
+    }
+    vnm_loss_scaler scaler_state = vnm_loss_scaler_init(65536.0f, 2000);
+    vnm_loss_scaler *scaler = o->precision == VNM_DTYPE_F16 ? &scaler_state : NULL;
     vnm_vit *m = vnm_vit_new(ctx, &s.vit);
     vnm_optim *opt = NULL;
     vnm_tensor *x = NULL, *y = NULL;
@@ -221,8 +244,9 @@ static int run(const train_opts *o)
 #endif
     const vnm_vit_config *c = &s.vit;
     char where[32];
-    if (cuda) snprintf(where, sizeof where, "cuda");
-    else snprintf(where, sizeof where, "cpu %dt", threads);
+    const char *prec = o->precision == VNM_DTYPE_F32 ? "" : vnm_dtype_name(o->precision);
+    if (cuda) snprintf(where, sizeof where, "cuda%s%s", *prec ? " " : "", prec);
+    else snprintf(where, sizeof where, "cpu %dt%s%s", threads, *prec ? " " : "", prec);
     /* the config line tools/bench_vs_torch.sh compares with tools/bench_torch_step.py's */
     fprintf(stderr,
             "vnm bench train: %s on %s, best of %d windows of %d steps after %d warm-up steps\n"
@@ -239,17 +263,17 @@ static int run(const train_opts *o)
     float loss = NAN;
     rc = rc || !win;
     for (int i = 0; !rc && i < warmup; i++)
-        rc = train_step(ctx, m, opt, x, y, s.clip, i == warmup - 1 ? &loss : NULL);
+        rc = train_step(ctx, m, opt, x, y, s.clip, scaler, i == warmup - 1 ? &loss : NULL);
     for (int r = 0; !rc && r < o->reps; r++) {
         double t0 = vnm_bench_now();
         for (int i = 0; !rc && i < steps; i++)
-            rc = train_step(ctx, m, opt, x, y, s.clip, i == steps - 1 ? &loss : NULL);
+            rc = train_step(ctx, m, opt, x, y, s.clip, scaler, i == steps - 1 ? &loss : NULL);
         win[r] = (vnm_bench_now() - t0) / steps;
         if (win[r] < best) best = win[r];
     }
     if (!rc && o->profile) { /* one more window, each op synchronised and timed */
         rc = vnm_ctx_set_profile(ctx, true) != VNM_OK;
-        for (int i = 0; !rc && i < steps; i++) rc = train_step(ctx, m, opt, x, y, s.clip, NULL);
+        for (int i = 0; !rc && i < steps; i++) rc = train_step(ctx, m, opt, x, y, s.clip, scaler, NULL);
         if (!rc) {
             fprintf(stderr, "profile of %d steps (device synchronised after every op):\n", steps);
             vnm_profile_print(ctx, stderr);
@@ -283,9 +307,23 @@ static int run(const train_opts *o)
     return rc;
 }
 
+static int parse_precision(const char *opt, const char *v, vnm_dtype *out)
+{
+    static const char *const names[] = {"f32", "bf16", "f16"};
+    static const vnm_dtype dts[] = {VNM_DTYPE_F32, VNM_DTYPE_BF16, VNM_DTYPE_F16};
+    if (!v) return vnm_cli_missing("bench train", opt);
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(v, names[i])) {
+            *out = dts[i];
+            return 0;
+        }
+    fprintf(stderr, "vnm bench train: %s: '%s' (expected f32, bf16 or f16)\n", opt, v);
+    return 2;
+}
+
 int vnm_cmd_bench_train(int argc, char **argv)
 {
-    train_opts o = {"quickstart", VNM_DEVICE_CPU, -1, 0, 3, -1, -1, false};
+    train_opts o = {"quickstart", VNM_DEVICE_CPU, VNM_DTYPE_F32, -1, 0, 3, -1, -1, false};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
@@ -300,6 +338,8 @@ int vnm_cmd_bench_train(int argc, char **argv)
             o.model = v;
         } else if (!strcmp(a, "--device")) {
             rc = vnm_cli_device("bench train", a, v, &o.device);
+        } else if (!strcmp(a, "--precision")) {
+            rc = parse_precision(a, v, &o.precision);
         } else if (!strcmp(a, "--batch")) {
             rc = vnm_cli_int("bench train", a, v, 1, 1 << 20, &o.batch);
         } else if (!strcmp(a, "--threads")) {
