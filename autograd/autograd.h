@@ -59,6 +59,10 @@ typedef struct vnm_tensor {
     vnm_node *node;            /* producer on the tape; NULL for leaves */
     struct vnm_tensor *base;   /* for views: the tensor whose storage this one shares */
     const char *name;
+    /* bookkeeping of the release during backward (vnm_ctx_set_free_in_backward): */
+    int64_t born;    /* the tape length when the header was made: the node whose op made it */
+    int32_t holders; /* on a storage's own header: headers using the storage, not released yet */
+    bool released;
 } vnm_tensor;
 
 /* ---- dtypes ---- */
@@ -174,12 +178,24 @@ struct vnm_node {
     int64_t iarg[8];
     float farg[4];
     void *extra; /* op-specific, step arena */
+    unsigned own_saved; /* bit i: saved[i] was made by this op for this node alone, so it can be
+                           released after the node's backward (vnm_node_own) */
 };
 
 /* Records a node producing `out` from `in` when grad is enabled and some input requires grad;
  * marks out->requires_grad. Returns NULL when nothing needs recording. */
 vnm_node *vnm_tape_record(vnm_ctx *ctx, const char *op, vnm_backward_fn fn, vnm_tensor *out,
                           int n_in, vnm_tensor *const *in);
+/* Sets node->saved[i] = t, made by the op for this node alone (no other node or caller keeps
+ * it): with vnm_ctx_set_free_in_backward its storage is given back after the node's backward.
+ * Tensors the op did not make (its inputs, a caller's labels) go into saved[] directly. */
+void vnm_node_own(vnm_node *node, int i, vnm_tensor *t);
+/* Memory reuse during backward: when on, each node's output, its gradient and the tensors it owns
+ * (vnm_node_own) are given back to the step arena once the node's backward has run, so later
+ * (earlier-layer) gradients reuse them and the step's peak memory drops. Afterwards the op outputs
+ * of the step, except the tensor backward started from, must not be read; leaves (uploads,
+ * vnm_tensor_new outside ops), parameters and their gradients stay. Off by default. */
+void vnm_ctx_set_free_in_backward(vnm_ctx *ctx, bool on);
 /* Reverse-mode backward from a scalar: seeds d(loss) = 1. */
 vnm_status vnm_backward(vnm_ctx *ctx, vnm_tensor *loss);
 /* Reverse-mode backward from any tensor with an explicit seed gradient of the same shape. */

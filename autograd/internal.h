@@ -9,17 +9,26 @@
 typedef struct vnm_arena_chunk vnm_arena_chunk;
 typedef struct vnm_profile vnm_profile;
 
-/* A bump allocator over chunks obtained from a backend (device data) or malloc (host metadata). */
+typedef struct vnm_arena_free_list vnm_arena_free_list;
+
+/* A bump allocator over chunks obtained from a backend (device data) or malloc (host metadata).
+ * Blocks given back with vnm_arena_free are handed out again to requests of the same rounded size
+ * before the bump pointer moves (a training step's backward asks for the sizes its forward
+ * freed); a reset forgets them with everything else. */
 typedef struct {
     const vnm_backend *be; /* NULL: host malloc */
     vnm_arena_chunk *chunks;
     size_t chunk_bytes; /* default chunk size */
-    size_t used;        /* bytes handed out since the last reset */
-    size_t high;        /* high-water mark of used */
+    size_t used;        /* bytes taken from the chunks since the last reset */
+    size_t high;        /* high-water mark of used: the memory a step needs */
+    vnm_arena_free_list *free; /* NULL until a block is freed */
+    bool poison;        /* fill freed blocks with NaN (VNM_POISON_FREED=1; device arenas) */
 } vnm_arena;
 
 void vnm_arena_init(vnm_arena *a, const vnm_backend *be, size_t chunk_bytes);
 void *vnm_arena_alloc(vnm_arena *a, size_t bytes); /* 64-byte aligned, NULL if out of memory */
+/* Gives back a block of vnm_arena_alloc(a, bytes) for reuse within this step. */
+void vnm_arena_free(vnm_arena *a, void *p, size_t bytes);
 void vnm_arena_reset(vnm_arena *a);                 /* keeps the memory for reuse */
 void vnm_arena_release(vnm_arena *a);
 
@@ -32,6 +41,7 @@ struct vnm_ctx {
     int64_t tape_len, tape_cap;
     bool grad_enabled;
     bool training;
+    bool free_in_backward;  /* release node storage during backward (autograd/tape.c) */
     vnm_dtype matmul_dtype; /* f32, or bf16/f16 for mixed precision (op_linear.c) */
     vnm_rng_state rng;
     vnm_linear_hook linear_hook;

@@ -129,7 +129,7 @@ vnm_tensor *vnm_attention(vnm_ctx *ctx, vnm_tensor *q, vnm_tensor *k, vnm_tensor
         int64_t args[6] = {B, Hq, Hkv, T, S, D};
         for (int i = 0; i < 6; i++) node->iarg[i] = args[i];
         node->farg[0] = scale;
-        node->saved[0] = p;
+        vnm_node_own(node, 0, p);
     }
     return o;
 }
@@ -215,7 +215,7 @@ vnm_tensor *vnm_attention_qkv(vnm_ctx *ctx, vnm_tensor *qkv, int64_t heads, int6
         int64_t args[5] = {B, heads, T, D, Tq};
         for (int i = 0; i < 5; i++) node->iarg[i] = args[i];
         node->farg[0] = scale;
-        node->saved[0] = p;
+        vnm_node_own(node, 0, p);
     }
     return o;
 }

@@ -46,7 +46,7 @@ vnm_tensor *vnm_dropout(vnm_ctx *ctx, vnm_tensor *x, float p)
     ctx->be->dropout_fwd(VNM_F32(y), mask->data, VNM_F32(x), n, p, ctx->rng.seed, offset);
     vnm_node *node = vnm_tape_record(ctx, op, dropout_backward, y, 1, &x);
     if (node) {
-        node->saved[0] = mask;
+        vnm_node_own(node, 0, mask);
         node->farg[0] = p;
     }
     return y;
@@ -81,7 +81,7 @@ vnm_tensor *vnm_drop_path(vnm_ctx *ctx, vnm_tensor *x, float p)
                            offset);
     vnm_node *node = vnm_tape_record(ctx, op, drop_path_backward, y, 1, &x);
     if (node) {
-        node->saved[0] = keep;
+        vnm_node_own(node, 0, keep);
         node->iarg[0] = N;
         node->iarg[1] = inner;
         node->farg[0] = p;

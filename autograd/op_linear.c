@@ -41,6 +41,14 @@ static vnm_tensor *half_operand(vnm_ctx *ctx, vnm_tensor *t, vnm_dtype dt)
     return t->dtype == dt ? t : vnm_to_dtype(ctx, t, dt);
 }
 
+/* Keeps the half operand h of input t for backward (NULL in f32): owned by the node when it is a
+ * copy, not when t already had the half dtype. */
+static void save_operand(vnm_node *node, int i, vnm_tensor *h, vnm_tensor *t)
+{
+    if (h && h != t) vnm_node_own(node, i, h);
+    else node->saved[i] = h;
+}
+
 /* C = op(A)·op(B) + beta·C over `batch` matrices (gemm_batched's arguments, alpha 1), with A and
  * B in dt: f32, or a half dtype through gemm_half. */
 static void product(vnm_ctx *ctx, vnm_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
@@ -159,8 +167,8 @@ vnm_tensor *vnm_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, vnm_tensor *b
     vnm_tensor *in[3] = {x, w, b};
     vnm_node *node = vnm_tape_record(ctx, op, linear_backward, y, 3, in);
     if (node) {
-        node->saved[0] = xh;
-        node->saved[1] = wh;
+        save_operand(node, 0, xh, x);
+        save_operand(node, 1, wh, w);
         node->iarg[0] = T;
         node->iarg[1] = O;
         node->iarg[2] = I;
@@ -235,8 +243,8 @@ vnm_tensor *vnm_matmul(vnm_ctx *ctx, vnm_tensor *a, vnm_tensor *b)
     vnm_tensor *in[2] = {a, b};
     vnm_node *node = vnm_tape_record(ctx, op, matmul_backward, y, 2, in);
     if (node) {
-        node->saved[0] = ah;
-        node->saved[1] = bh;
+        save_operand(node, 0, ah, a);
+        save_operand(node, 1, bh, b);
         node->iarg[0] = batch;
         node->iarg[1] = M;
         node->iarg[2] = K;

@@ -61,7 +61,7 @@ static vnm_tensor *cross_entropy(vnm_ctx *ctx, const char *op, vnm_tensor *logit
                                targets ? VNM_F32(targets) : NULL, N, C, ignore_index, smoothing);
     vnm_node *node = vnm_tape_record(ctx, op, cross_entropy_backward, loss, 1, &logits);
     if (node) {
-        node->saved[0] = prob;
+        vnm_node_own(node, 0, prob);
         node->saved[1] = labels ? labels : targets;
         node->iarg[0] = N;
         node->iarg[1] = C;

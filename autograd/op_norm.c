@@ -76,8 +76,8 @@ vnm_tensor *vnm_layernorm(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, vnm_tensor
     vnm_tensor *in[3] = {x, w, b};
     vnm_node *node = vnm_tape_record(ctx, op, layernorm_backward, y, 3, in);
     if (node) {
-        node->saved[0] = mean;
-        node->saved[1] = rstd;
+        vnm_node_own(node, 0, mean);
+        vnm_node_own(node, 1, rstd);
         node->iarg[0] = rows;
         node->iarg[1] = D;
     }
@@ -113,7 +113,7 @@ vnm_tensor *vnm_rmsnorm(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, float eps)
     vnm_tensor *in[2] = {x, w};
     vnm_node *node = vnm_tape_record(ctx, op, rmsnorm_backward, y, 2, in);
     if (node) {
-        node->saved[0] = rstd;
+        vnm_node_own(node, 0, rstd);
         node->iarg[0] = rows;
         node->iarg[1] = D;
     }

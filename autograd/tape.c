@@ -1,6 +1,14 @@
 /* autograd/tape.c — the Wengert list. Ops append nodes in execution order, so walking the list
  * backwards visits every node after all of its consumers; each node's backward adds into the
- * gradient buffers of its inputs. A step allows one backward; vnm_ctx_reset_step clears the tape. */
+ * gradient buffers of its inputs. A step allows one backward; vnm_ctx_reset_step clears the tape.
+ *
+ * Release during backward (vnm_ctx_set_free_in_backward): once node j's backward has run, nothing
+ * left to run reads what node j's op made — its output, the output's gradient, the tensors it owns
+ * (vnm_node_own) — because every other reader was recorded after it and has run. Those headers
+ * are released: each storage counts the headers using it (its own and its views, gradients handed
+ * on by vnm_grad_take included) and goes back to the step arena when the count reaches zero. An
+ * output is node j's only when its header was made in node j's window (born == j), which leaves
+ * out tensors a caller made and an op merely passed on. */
 #include <stdlib.h>
 
 #include "internal.h"
@@ -82,17 +90,47 @@ void vnm_zero_grad(vnm_ctx *ctx, vnm_tensor *const *params, int n)
             ctx->be->memset0(params[i]->grad->data, (size_t)vnm_numel(params[i]->grad) * 4);
 }
 
+void vnm_node_own(vnm_node *node, int i, vnm_tensor *t)
+{
+    node->saved[i] = t;
+    if (t) node->own_saved |= 1u << i;
+}
+
+/* Drops t's hold on its storage; the last holder gives the storage back to the step arena. */
+static void release(vnm_ctx *ctx, vnm_tensor *t)
+{
+    if (!t || t->persistent || t->released) return;
+    t->released = true;
+    vnm_tensor *owner = t->base ? t->base : t;
+    if (owner->persistent || --owner->holders > 0) return;
+    vnm_arena_free(&ctx->step_data, owner->data,
+                   (size_t)vnm_numel(owner) * vnm_dtype_size(owner->dtype));
+}
+
+/* After node j's backward: what its op made for it (see the top of the file). `start` is the
+ * tensor backward started from, which the caller may still read. */
+static void release_node(vnm_ctx *ctx, vnm_node *node, int64_t j, const vnm_tensor *start)
+{
+    for (int k = 0; k < VNM_NODE_MAX_SAVED; k++)
+        if (node->own_saved & (1u << k)) release(ctx, node->saved[k]);
+    if (node->out->born != j || node->out == start) return;
+    release(ctx, node->out->grad);
+    release(ctx, node->out);
+}
+
 static vnm_status run_backward(vnm_ctx *ctx, vnm_tensor *out)
 {
     int64_t last = ctx->tape_len - 1;
     while (last >= 0 && ctx->tape[last] != out->node) last--;
     for (int64_t i = last; i >= 0 && ctx->status == VNM_OK; i--) {
         vnm_node *node = ctx->tape[i];
-        if (!node->out->grad) continue;
-        if (ctx->profile)
-            vnm_profile_backward(ctx, node);
-        else
-            node->backward(ctx, node);
+        if (node->out->grad) {
+            if (ctx->profile)
+                vnm_profile_backward(ctx, node);
+            else
+                node->backward(ctx, node);
+        }
+        if (ctx->free_in_backward) release_node(ctx, node, i, out);
     }
     return ctx->status;
 }

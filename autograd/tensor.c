@@ -84,6 +84,8 @@ static vnm_tensor *alloc(vnm_ctx *ctx, vnm_dtype dt, int ndim, const int64_t *sh
     for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
     vnm_contiguous_strides(ndim, shape, t->strides);
     t->persistent = persistent;
+    t->born = ctx->tape_len;
+    t->holders = 1;
     size_t bytes = (size_t)vnm_numel(t) * vnm_dtype_size(dt);
     t->data = vnm_arena_alloc(data, bytes);
     if (!t->data) {
@@ -170,6 +172,8 @@ vnm_tensor *vnm_tensor_view(vnm_ctx *ctx, vnm_tensor *x, int ndim, const int64_t
     }
     t->data = (char *)x->data + elem_offset * (int64_t)vnm_dtype_size(x->dtype);
     t->base = x->base ? x->base : x;
+    t->born = ctx->tape_len;
+    t->base->holders++;
     return t;
 }
 

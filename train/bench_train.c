@@ -224,6 +224,7 @@ static int run(const train_opts *o)
         vnm_ctx_destroy(ctx);
         return 2;
     }
+    vnm_ctx_set_free_in_backward(ctx, true); /* as `vnm train` runs */
     vnm_loss_scaler scaler_state = vnm_loss_scaler_init(65536.0f, 2000);
     vnm_loss_scaler *scaler = o->precision == VNM_DTYPE_F16 ? &scaler_state : NULL;
     vnm_vit *m = vnm_vit_new(ctx, &s.vit);
