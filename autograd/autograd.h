@@ -63,6 +63,7 @@ typedef struct vnm_tensor {
     int64_t born;    /* the tape length when the header was made: the node whose op made it */
     int32_t holders; /* on a storage's own header: headers using the storage, not released yet */
     bool released;
+    bool read_in_backward; /* some node's backward reads its data */
 } vnm_tensor;
 
 /* ---- dtypes ---- */
@@ -180,6 +181,8 @@ struct vnm_node {
     void *extra; /* op-specific, step arena */
     unsigned own_saved; /* bit i: saved[i] was made by this op for this node alone, so it can be
                            released after the node's backward (vnm_node_own) */
+    unsigned reads;     /* what backward reads the data of (vnm_node_reads) */
+    bool reads_declared;
 };
 
 /* Records a node producing `out` from `in` when grad is enabled and some input requires grad;
@@ -190,9 +193,17 @@ vnm_node *vnm_tape_record(vnm_ctx *ctx, const char *op, vnm_backward_fn fn, vnm_
  * it): with vnm_ctx_set_free_in_backward its storage is given back after the node's backward.
  * Tensors the op did not make (its inputs, a caller's labels) go into saved[] directly. */
 void vnm_node_own(vnm_node *node, int i, vnm_tensor *t);
-/* Memory reuse during backward: when on, each node's output, its gradient and the tensors it owns
- * (vnm_node_own) are given back to the step arena once the node's backward has run, so later
- * (earlier-layer) gradients reuse them and the step's peak memory drops. Afterwards the op outputs
+/* What a node's backward reads the data of, besides its saved tensors and its output's gradient:
+ * VNM_READS_IN(i) for in[i], VNM_READS_OUT for its output (0: nothing but shapes). Undeclared
+ * nodes are taken to read every input and their output. With vnm_ctx_set_free_in_backward, op
+ * outputs no backward reads are released when backward starts. */
+#define VNM_READS_IN(i) (1u << (i))
+#define VNM_READS_OUT (1u << VNM_NODE_MAX_IN)
+void vnm_node_reads(vnm_node *node, unsigned what);
+/* Memory reuse during backward: when on, op outputs that no backward reads (vnm_node_reads) are
+ * given back to the step arena as backward starts, and each node's output, its gradient and the
+ * tensors it owns (vnm_node_own) once the node's backward has run, so the gradients reuse them
+ * and the step's peak memory drops. Afterwards the op outputs
  * of the step, except the tensor backward started from, must not be read; leaves (uploads,
  * vnm_tensor_new outside ops), parameters and their gradients stay. Off by default. */
 void vnm_ctx_set_free_in_backward(vnm_ctx *ctx, bool on);

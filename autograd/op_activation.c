@@ -31,6 +31,7 @@ static vnm_tensor *activation(vnm_ctx *ctx, vnm_act act, vnm_tensor *x)
     if (!y) return NULL;
     ctx->be->act_fwd(act, VNM_F32(y), VNM_F32(x), vnm_numel(x));
     vnm_node *node = vnm_tape_record(ctx, op, act_backward, y, 1, &x);
+    vnm_node_reads(node, VNM_READS_IN(0));
     if (node) node->iarg[0] = act;
     return y;
 }
@@ -74,6 +75,7 @@ vnm_tensor *vnm_swiglu(vnm_ctx *ctx, vnm_tensor *gate, vnm_tensor *up)
     if (!y) return NULL;
     ctx->be->swiglu_fwd(VNM_F32(y), VNM_F32(gate), VNM_F32(up), vnm_numel(y));
     vnm_tensor *in[2] = {gate, up};
-    vnm_tape_record(ctx, op, swiglu_backward, y, 2, in);
+    vnm_node_reads(vnm_tape_record(ctx, op, swiglu_backward, y, 2, in),
+                   VNM_READS_IN(0) | VNM_READS_IN(1));
     return y;
 }

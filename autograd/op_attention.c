@@ -125,6 +125,7 @@ vnm_tensor *vnm_attention(vnm_ctx *ctx, vnm_tensor *q, vnm_tensor *k, vnm_tensor
                           T, S, D, causal, scale);
     vnm_tensor *in[3] = {q, k, v};
     vnm_node *node = vnm_tape_record(ctx, op, attention_backward, o, 3, in);
+    vnm_node_reads(node, VNM_READS_IN(0) | VNM_READS_IN(1) | VNM_READS_IN(2));
     if (node) {
         int64_t args[6] = {B, Hq, Hkv, T, S, D};
         for (int i = 0; i < 6; i++) node->iarg[i] = args[i];
@@ -211,6 +212,7 @@ vnm_tensor *vnm_attention_qkv(vnm_ctx *ctx, vnm_tensor *qkv, int64_t heads, int6
     be->attention_fwd_strided(VNM_F32(o), out, VNM_F32(p), x, in, x + C, in, x + 2 * C, in, B,
                               heads, heads, Tq, T, D, causal, scale);
     vnm_node *node = vnm_tape_record(ctx, op, attention_qkv_backward, o, 1, &qkv);
+    vnm_node_reads(node, VNM_READS_IN(0));
     if (node) {
         int64_t args[5] = {B, heads, T, D, Tq};
         for (int i = 0; i < 5; i++) node->iarg[i] = args[i];

@@ -45,6 +45,7 @@ vnm_tensor *vnm_dropout(vnm_ctx *ctx, vnm_tensor *x, float p)
     uint64_t offset = vnm_ctx_rng_reserve(ctx, (uint64_t)(n + 3) / 4);
     ctx->be->dropout_fwd(VNM_F32(y), mask->data, VNM_F32(x), n, p, ctx->rng.seed, offset);
     vnm_node *node = vnm_tape_record(ctx, op, dropout_backward, y, 1, &x);
+    vnm_node_reads(node, 0);
     if (node) {
         vnm_node_own(node, 0, mask);
         node->farg[0] = p;
@@ -80,6 +81,7 @@ vnm_tensor *vnm_drop_path(vnm_ctx *ctx, vnm_tensor *x, float p)
     ctx->be->drop_path_fwd(VNM_F32(y), keep->data, VNM_F32(x), N, inner, p, ctx->rng.seed,
                            offset);
     vnm_node *node = vnm_tape_record(ctx, op, drop_path_backward, y, 1, &x);
+    vnm_node_reads(node, 0);
     if (node) {
         vnm_node_own(node, 0, keep);
         node->iarg[0] = N;

@@ -128,6 +128,9 @@ static vnm_tensor *binary(vnm_ctx *ctx, vnm_binary_op op, vnm_tensor *a, vnm_ten
     ctx->be->binary(op, VNM_F32(y), &lo, VNM_F32(a), &la, VNM_F32(b), &lb);
     vnm_tensor *in[2] = {a, b};
     vnm_node *node = vnm_tape_record(ctx, name, binary_backward, y, 2, in);
+    static const unsigned reads[] = {0, 0, VNM_READS_IN(0) | VNM_READS_IN(1),
+                                     VNM_READS_IN(1) | VNM_READS_OUT}; /* add, sub, mul, div */
+    vnm_node_reads(node, reads[op]);
     if (node) node->iarg[0] = op;
     return y;
 }
@@ -167,6 +170,7 @@ vnm_tensor *vnm_scale(vnm_ctx *ctx, vnm_tensor *a, float s)
     if (!y) return NULL;
     ctx->be->scale(VNM_F32(y), VNM_F32(a), s, vnm_numel(a));
     vnm_node *node = vnm_tape_record(ctx, "scale", scale_backward, y, 1, &a);
+    vnm_node_reads(node, 0);
     if (node) node->farg[0] = s;
     return y;
 }

@@ -88,6 +88,7 @@ vnm_tensor *vnm_embedding(vnm_ctx *ctx, vnm_tensor *ids, vnm_tensor *table)
     ctx->be->embedding_fwd(VNM_F32(y), ids->data, ids64, VNM_F32(table), n, D);
     vnm_tensor *in[2] = {ids, table};
     vnm_node *node = vnm_tape_record(ctx, op, embedding_backward, y, 2, in);
+    vnm_node_reads(node, VNM_READS_IN(0)); /* the ids */
     if (node) {
         node->iarg[0] = n;
         node->iarg[1] = V;

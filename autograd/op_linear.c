@@ -166,6 +166,7 @@ vnm_tensor *vnm_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, vnm_tensor *b
     }
     vnm_tensor *in[3] = {x, w, b};
     vnm_node *node = vnm_tape_record(ctx, op, linear_backward, y, 3, in);
+    vnm_node_reads(node, xh ? 0 : VNM_READS_IN(0) | VNM_READS_IN(1)); /* half: the saved copies */
     if (node) {
         save_operand(node, 0, xh, x);
         save_operand(node, 1, wh, w);
@@ -242,6 +243,7 @@ vnm_tensor *vnm_matmul(vnm_ctx *ctx, vnm_tensor *a, vnm_tensor *b)
             bh ? bh->data : b->data, N, shared ? 0 : K * N, 0.0f, VNM_F32(y), N, M * N, batch);
     vnm_tensor *in[2] = {a, b};
     vnm_node *node = vnm_tape_record(ctx, op, matmul_backward, y, 2, in);
+    vnm_node_reads(node, ah ? 0 : VNM_READS_IN(0) | VNM_READS_IN(1));
     if (node) {
         save_operand(node, 0, ah, a);
         save_operand(node, 1, bh, b);

@@ -60,6 +60,7 @@ static vnm_tensor *cross_entropy(vnm_ctx *ctx, const char *op, vnm_tensor *logit
                                labels ? labels->data : NULL, labels64,
                                targets ? VNM_F32(targets) : NULL, N, C, ignore_index, smoothing);
     vnm_node *node = vnm_tape_record(ctx, op, cross_entropy_backward, loss, 1, &logits);
+    vnm_node_reads(node, 0); /* the saved softmax and labels */
     if (node) {
         vnm_node_own(node, 0, prob);
         node->saved[1] = labels ? labels : targets;

@@ -75,6 +75,7 @@ vnm_tensor *vnm_layernorm(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, vnm_tensor
                            f32_or_null(b), rows, D, eps);
     vnm_tensor *in[3] = {x, w, b};
     vnm_node *node = vnm_tape_record(ctx, op, layernorm_backward, y, 3, in);
+    vnm_node_reads(node, VNM_READS_IN(0) | VNM_READS_IN(1));
     if (node) {
         vnm_node_own(node, 0, mean);
         vnm_node_own(node, 1, rstd);
@@ -112,6 +113,7 @@ vnm_tensor *vnm_rmsnorm(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, float eps)
     ctx->be->rmsnorm_fwd(VNM_F32(y), VNM_F32(rstd), VNM_F32(x), f32_or_null(w), rows, D, eps);
     vnm_tensor *in[2] = {x, w};
     vnm_node *node = vnm_tape_record(ctx, op, rmsnorm_backward, y, 2, in);
+    vnm_node_reads(node, VNM_READS_IN(0) | VNM_READS_IN(1));
     if (node) {
         vnm_node_own(node, 0, rstd);
         node->iarg[0] = rows;

@@ -56,6 +56,7 @@ static vnm_tensor *reduce(vnm_ctx *ctx, const char *op, vnm_tensor *x, int dim, 
     ctx->be->sum_axis(VNM_F32(y), VNM_F32(x), outer, n, inner, false);
     if (mean) ctx->be->scale(VNM_F32(y), VNM_F32(y), f, vnm_numel(y));
     vnm_node *node = vnm_tape_record(ctx, op, reduce_backward, y, 1, &x);
+    vnm_node_reads(node, 0);
     if (node) {
         node->iarg[0] = outer;
         node->iarg[1] = n;

@@ -46,6 +46,7 @@ vnm_tensor *vnm_rope(vnm_ctx *ctx, vnm_tensor *x, int64_t pos_offset, float thet
     if (!y) return NULL;
     ctx->be->rope(VNM_F32(y), VNM_F32(x), BH, T, D, pos_offset, theta, false);
     vnm_node *node = vnm_tape_record(ctx, op, rope_backward, y, 1, &x);
+    vnm_node_reads(node, 0);
     if (node) {
         node->iarg[0] = BH;
         node->iarg[1] = T;

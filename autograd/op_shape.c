@@ -35,7 +35,7 @@ vnm_tensor *vnm_contiguous(vnm_ctx *ctx, vnm_tensor *x)
     if (!y) return NULL;
     vnm_layout d = vnm_layout_of(y), s = vnm_layout_of(x);
     ctx->be->copy_strided(VNM_F32(y), &d, VNM_F32(x), &s, false);
-    vnm_tape_record(ctx, "contiguous", flat_backward, y, 1, &x);
+    vnm_node_reads(vnm_tape_record(ctx, "contiguous", flat_backward, y, 1, &x), 0);
     return y;
 }
 
@@ -76,7 +76,7 @@ vnm_tensor *vnm_reshape(vnm_ctx *ctx, vnm_tensor *x, int ndim, const int64_t *sh
     int64_t strides[VNM_MAX_DIMS];
     vnm_contiguous_strides(ndim, full, strides);
     vnm_tensor *y = vnm_tensor_view(ctx, x, ndim, full, strides, 0);
-    if (y) vnm_tape_record(ctx, "reshape", flat_backward, y, 1, &x);
+    if (y) vnm_node_reads(vnm_tape_record(ctx, "reshape", flat_backward, y, 1, &x), 0);
     return y;
 }
 
@@ -114,6 +114,7 @@ vnm_tensor *vnm_permute(vnm_ctx *ctx, vnm_tensor *x, const int *perm)
     vnm_tensor *y = vnm_tensor_view(ctx, x, x->ndim, shape, strides, 0);
     if (!y) return NULL;
     vnm_node *node = vnm_tape_record(ctx, "permute", permute_backward, y, 1, &x);
+    vnm_node_reads(node, 0);
     if (node)
         for (int i = 0; i < x->ndim; i++) node->iarg[i] = perm[i];
     return y;
@@ -158,6 +159,7 @@ vnm_tensor *vnm_slice(vnm_ctx *ctx, vnm_tensor *x, int dim, int64_t start, int64
     vnm_tensor *y = vnm_tensor_view(ctx, x, x->ndim, shape, x->strides, start * x->strides[d]);
     if (!y) return NULL;
     vnm_node *node = vnm_tape_record(ctx, "slice", slice_backward, y, 1, &x);
+    vnm_node_reads(node, 0);
     if (node) {
         node->iarg[0] = d;
         node->iarg[1] = start;
@@ -269,6 +271,7 @@ vnm_tensor *vnm_concat(vnm_ctx *ctx, int n, vnm_tensor *const *xs, int dim)
     for (int i = 0; i < n && !marker[0]; i++)
         if (xs[i]->requires_grad) marker[0] = xs[i];
     vnm_node *node = vnm_tape_record(ctx, "concat", concat_backward, y, 1, marker);
+    vnm_node_reads(node, 0);
     if (node) {
         node->iarg[0] = d;
         node->extra = ci;

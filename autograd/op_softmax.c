@@ -26,6 +26,7 @@ static vnm_tensor *softmax(vnm_ctx *ctx, const char *op, vnm_tensor *x, bool tak
     if (!y) return NULL;
     ctx->be->softmax_fwd(VNM_F32(y), VNM_F32(x), rows, D, take_log);
     vnm_node *node = vnm_tape_record(ctx, op, softmax_backward, y, 1, &x);
+    vnm_node_reads(node, VNM_READS_OUT);
     if (node) {
         node->iarg[0] = rows;
         node->iarg[1] = D;

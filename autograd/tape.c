@@ -8,7 +8,9 @@
  * are released: each storage counts the headers using it (its own and its views, gradients handed
  * on by vnm_grad_take included) and goes back to the step arena when the count reaches zero. An
  * output is node j's only when its header was made in node j's window (born == j), which leaves
- * out tensors a caller made and an op merely passed on. */
+ * out tensors a caller made and an op merely passed on. Outputs no backward reads (each node
+ * declares what it reads, vnm_node_reads; saved tensors always count as read) are released as
+ * backward starts: only their shapes are used from then on. */
 #include <stdlib.h>
 
 #include "internal.h"
@@ -90,6 +92,13 @@ void vnm_zero_grad(vnm_ctx *ctx, vnm_tensor *const *params, int n)
             ctx->be->memset0(params[i]->grad->data, (size_t)vnm_numel(params[i]->grad) * 4);
 }
 
+void vnm_node_reads(vnm_node *node, unsigned what)
+{
+    if (!node) return;
+    node->reads = what;
+    node->reads_declared = true;
+}
+
 void vnm_node_own(vnm_node *node, int i, vnm_tensor *t)
 {
     node->saved[i] = t;
@@ -118,10 +127,34 @@ static void release_node(vnm_ctx *ctx, vnm_node *node, int64_t j, const vnm_tens
     release(ctx, node->out);
 }
 
+static bool reads(const vnm_node *node, unsigned what)
+{
+    return !node->reads_declared || (node->reads & what);
+}
+
+/* As backward starts: the outputs of nodes 0..last that no backward reads (their gradients are
+ * made and released later, by the nodes themselves). */
+static void release_unread(vnm_ctx *ctx, int64_t last, const vnm_tensor *start)
+{
+    for (int64_t i = 0; i <= last; i++) {
+        vnm_node *node = ctx->tape[i];
+        for (int k = 0; k < node->n_in; k++)
+            if (node->in[k] && reads(node, VNM_READS_IN(k))) node->in[k]->read_in_backward = true;
+        for (int k = 0; k < VNM_NODE_MAX_SAVED; k++)
+            if (node->saved[k]) node->saved[k]->read_in_backward = true;
+        if (reads(node, VNM_READS_OUT)) node->out->read_in_backward = true;
+    }
+    for (int64_t i = 0; i <= last; i++) {
+        vnm_tensor *o = ctx->tape[i]->out;
+        if (o->born == i && o != start && !o->read_in_backward) release(ctx, o);
+    }
+}
+
 static vnm_status run_backward(vnm_ctx *ctx, vnm_tensor *out)
 {
     int64_t last = ctx->tape_len - 1;
     while (last >= 0 && ctx->tape[last] != out->node) last--;
+    if (ctx->free_in_backward) release_unread(ctx, last, out);
     for (int64_t i = last; i >= 0 && ctx->status == VNM_OK; i--) {
         vnm_node *node = ctx->tape[i];
         if (node->out->grad) {
