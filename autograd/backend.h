@@ -70,6 +70,11 @@ typedef struct vnm_backend {
                          const float *A, int64_t lda, int64_t stride_a, const float *B,
                          int64_t ldb, int64_t stride_b, float beta, float *C, int64_t ldc,
                          int64_t stride_c, int64_t batch);
+    /* y[M, N] = x[M, K]·w[N, K]ᵀ + b[N] in one fused product (b may be NULL), x and w in dt (f32,
+     * or a half dtype with f32 accumulation), y f32. Optional, and it may decline: false means
+     * nothing was written and the op runs the bias broadcast and gemm/gemm_half instead. */
+    bool (*linear_fwd)(vnm_dtype dt, int64_t M, int64_t N, int64_t K, const void *x,
+                       const void *w, const float *b, float *y);
     /* gemm_batched with A and B in the half dtype dt (bf16 or f16): products of the half values
      * accumulated and written in f32, as tensor cores do (mixed precision) */
     void (*gemm_half)(vnm_dtype dt, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,

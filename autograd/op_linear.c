@@ -1,6 +1,7 @@
 /* autograd/op_linear.c — linear (x·Wᵀ + b over any leading dims) and batched matmul. Both run as
  * GEMMs on contiguous operands with no transposed copies: the backward products pass transpose
- * flags and accumulate straight into the gradient buffers (beta = 1).
+ * flags and accumulate straight into the gradient buffers (beta = 1). The linear forward uses the
+ * backend's fused product with the bias epilogue when it has one (linear_fwd).
  *
  * Mixed precision (vnm_ctx_set_matmul_dtype bf16/f16): the forward converts both operands to the
  * half dtype into step tensors, multiplies them with f32 accumulation and output, and keeps the
@@ -62,6 +63,22 @@ static void product(vnm_ctx *ctx, vnm_dtype dt, bool ta, bool tb, int64_t M, int
         be->gemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
     else
         be->gemm_batched(ta, tb, M, N, K, 1.0f, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch);
+}
+
+/* y[T, O] = x·wᵀ + b with x, w in dt: fused where the backend offers it (cuBLASLt's bias
+ * epilogue), else the bias broadcast into y and a product adding to it. */
+static void linear_product(vnm_ctx *ctx, vnm_dtype dt, int64_t T, int64_t O, int64_t I,
+                           const void *x, const void *w, const vnm_tensor *b, vnm_tensor *y)
+{
+    const float *bias = b ? VNM_F32(b) : NULL;
+    if (ctx->be->linear_fwd && ctx->be->linear_fwd(dt, T, O, I, x, w, bias, VNM_F32(y))) return;
+    float beta = 0.0f;
+    if (b) {
+        vnm_layout d = {2, {T, O}, {O, 1}}, s = {2, {T, O}, {0, 1}};
+        ctx->be->copy_strided(VNM_F32(y), &d, bias, &s, false);
+        beta = 1.0f;
+    }
+    product(ctx, dt, false, true, T, O, I, x, I, 0, w, I, 0, beta, VNM_F32(y), O, 0, 1);
 }
 
 /* The output gradient of node as the operand of its backward products: itself in f32, or the
@@ -143,25 +160,17 @@ vnm_tensor *vnm_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, vnm_tensor *b
     vnm_tensor *y = vnm_tensor_empty(ctx, VNM_DTYPE_F32, x->ndim, shape); /* [..., O] */
     if (!y) return NULL;
     int64_t T = vnm_numel(x) / (I ? I : 1);
-    float beta = 0.0f;
-    if (b) {
-        vnm_layout d = {2, {T, O}, {O, 1}}, s = {2, {T, O}, {0, 1}};
-        ctx->be->copy_strided(VNM_F32(y), &d, VNM_F32(b), &s, false);
-        beta = 1.0f;
-    }
     vnm_dtype dt = ctx->matmul_dtype;
     vnm_tensor *xh = NULL, *wh = NULL; /* [T, I], [O, I] in dt */
     if (dt != VNM_DTYPE_F32) {
         xh = half_operand(ctx, x, dt);
         wh = half_operand(ctx, w, dt);
         if (!xh || !wh) return NULL;
-        product(ctx, dt, false, true, T, O, I, xh->data, I, 0, wh->data, I, 0, beta, VNM_F32(y),
-                O, 0, 1);
+        linear_product(ctx, dt, T, O, I, xh->data, wh->data, b, y);
     } else {
         const float *wf = weight_f32(ctx, w); /* [O, I] */
         if (!wf) return NULL;
-        product(ctx, dt, false, true, T, O, I, VNM_F32(x), I, 0, wf, I, 0, beta, VNM_F32(y), O,
-                0, 1);
+        linear_product(ctx, dt, T, O, I, x->data, wf, b, y);
         weight_f32_done(ctx, w, wf);
     }
     vnm_tensor *in[3] = {x, w, b};

@@ -159,6 +159,15 @@ static vnm_tensor *f_linear_nobias(vnm_ctx *ctx, vnm_tensor **in, void *u)
     return vnm_linear(ctx, in[0], in[1], NULL);
 }
 
+/* x and b as views starting 4 bytes past an alignment boundary (rows of 37 floats; the bias from
+ * its second element): the fused cuBLASLt product must pick an algorithm that copes */
+static vnm_tensor *f_linear_unaligned(vnm_ctx *ctx, vnm_tensor **in, void *u)
+{
+    (void)u;
+    return vnm_linear(ctx, vnm_slice(ctx, in[0], 0, 1, in[0]->shape[0]), in[1],
+                      vnm_slice(ctx, in[2], 0, 1, in[2]->shape[0]));
+}
+
 static vnm_tensor *f_matmul(vnm_ctx *ctx, vnm_tensor **in, void *u)
 {
     (void)u;
@@ -335,6 +344,8 @@ static vnm_tensor *f_cross_entropy(vnm_ctx *ctx, vnm_tensor **in, void *u)
 static const bk_case cases[] = {
     CASE("linear", f_linear, 3, IN(-1, 1, 3, 3, 5, 37), IN(-1, 1, 2, 19, 37), IN(-1, 1, 1, 19)),
     CASE("linear_nobias", f_linear_nobias, 2, IN(-1, 1, 2, 65, 70), IN(-1, 1, 2, 33, 70)),
+    CASE("linear_unaligned", f_linear_unaligned, 3, IN(-1, 1, 2, 9, 37), IN(-1, 1, 2, 19, 37),
+         IN(-1, 1, 1, 20)),
     CASE("matmul_batched", f_matmul, 2, IN(-1, 1, 4, 2, 3, 4, 5), IN(-1, 1, 4, 2, 3, 5, 6)),
     CASE("matmul_shared", f_matmul, 2, IN(-1, 1, 3, 2, 7, 9), IN(-1, 1, 2, 9, 4)),
     {.name = "linear_bf16", .f = f_linear, .n_in = 3, .matmul = VNM_DTYPE_BF16,

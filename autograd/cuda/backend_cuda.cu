@@ -21,6 +21,7 @@ extern "C" const vnm_backend *vnm_backend_cuda(char *reason, size_t len)
         cuda_table.name = "cuda";
         vnm_cuda_register_memory(&cuda_table);
         vnm_cuda_register_gemm(&cuda_table);
+        vnm_cuda_register_gemm_lt(&cuda_table);
         vnm_cuda_register_elementwise(&cuda_table);
         vnm_cuda_register_activation(&cuda_table);
         vnm_cuda_register_norm(&cuda_table);

@@ -57,6 +57,7 @@ void vnm_cuda_gemm_batched(bool ta, bool tb, int64_t M, int64_t N, int64_t K, fl
 /* Each CUDA kernel file fills its part of the table. */
 void vnm_cuda_register_memory(vnm_backend *be);
 void vnm_cuda_register_gemm(vnm_backend *be);
+void vnm_cuda_register_gemm_lt(vnm_backend *be);
 void vnm_cuda_register_elementwise(vnm_backend *be);
 void vnm_cuda_register_activation(vnm_backend *be);
 void vnm_cuda_register_norm(vnm_backend *be);
