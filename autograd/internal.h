@@ -72,6 +72,10 @@ bool vnm_check_ndim(vnm_ctx *ctx, const char *op, const vnm_tensor *t, const cha
 bool vnm_check_kernel(vnm_ctx *ctx, const char *op, bool present); /* be->kernel != NULL */
 int vnm_norm_dim(vnm_ctx *ctx, const char *op, const vnm_tensor *t, int dim); /* -1 on error */
 
+/* Gives a step tensor back to the step arena at once: for a temporary an op made and no one else
+ * holds (a converted operand, scratch), whatever the free-in-backward setting. */
+void vnm_step_release(vnm_ctx *ctx, vnm_tensor *t);
+
 /* Runs node's backward timed for the profile (ctx->profile must be set). */
 void vnm_profile_backward(vnm_ctx *ctx, vnm_node *node);
 

@@ -3,51 +3,27 @@
  * flags and accumulate straight into the gradient buffers (beta = 1). The linear forward uses the
  * backend's fused product with the bias epilogue when it has one (linear_fwd).
  *
- * Mixed precision (vnm_ctx_set_matmul_dtype bf16/f16): the forward converts both operands to the
- * half dtype into step tensors, multiplies them with f32 accumulation and output, and keeps the
- * half copies on the tape for backward, which converts the output gradient too. The gradients
- * reach the f32 master weights unrounded (PyTorch's autocast rounds dW to bf16 first). A frozen
- * half weight of that dtype is used as it is, with no copy.
- *
- * In f32, a frozen weight may be bf16 or f16 (a LoRA base held at half the memory): each product
- * converts it to f32 into a buffer freed right after (forward, and again for dX), so no f32 copy
- * outlives the product and the step's peak holds at most one such copy at a time. */
+ * Operands in another dtype than the product's are converted into step temporaries given back
+ * right after the product (vnm_step_release), so the step keeps no second copy of an activation:
+ *   - mixed precision (vnm_ctx_set_matmul_dtype bf16/f16): x, dy (and matmul's a, b) are rounded
+ *     to the half dtype for each product, forward and backward; the half copy of a weight is kept
+ *     on the node from forward to backward (as PyTorch's autocast caches it), and a frozen weight
+ *     of that dtype is used as it is. The gradients reach the f32 master weights unrounded
+ *     (PyTorch's autocast rounds dW to bf16 first).
+ *   - in f32, a frozen bf16/f16 weight (a LoRA base held at half the memory) is widened for each
+ *     product, so at most one f32 copy exists at a time. */
 #include "internal.h"
 
-/* W as f32 for one product: the tensor's own data, or a converted copy to release with
- * weight_f32_done. NULL when out of memory (the context says so). */
-static const float *weight_f32(vnm_ctx *ctx, const vnm_tensor *w)
-{
-    if (w->dtype == VNM_DTYPE_F32) return VNM_F32(w);
-    int64_t n = vnm_numel(w);
-    float *f = ctx->be->alloc((size_t)n * sizeof(float));
-    if (!f) {
-        vnm_ctx_fail(ctx, VNM_ERR_RUNTIME, "linear: out of memory converting weight '%s' to f32",
-                     w->name ? w->name : "");
-        return NULL;
-    }
-    ctx->be->convert(f, VNM_DTYPE_F32, w->data, w->dtype, n);
-    return f;
-}
-
-static void weight_f32_done(vnm_ctx *ctx, const vnm_tensor *w, const float *f)
-{
-    if (f && f != w->data) ctx->be->free((void *)f);
-}
-
-/* t (contiguous) as an operand of a half product: t itself when it has dtype dt, else a step
- * copy. NULL when out of memory. */
-static vnm_tensor *half_operand(vnm_ctx *ctx, vnm_tensor *t, vnm_dtype dt)
+/* t (contiguous) as an operand in dtype dt: t itself, or a step copy to give back with
+ * temp_done. NULL when out of memory (the context says so). */
+static vnm_tensor *temp_as(vnm_ctx *ctx, vnm_tensor *t, vnm_dtype dt)
 {
     return t->dtype == dt ? t : vnm_to_dtype(ctx, t, dt);
 }
 
-/* Keeps the half operand h of input t for backward (NULL in f32): owned by the node when it is a
- * copy, not when t already had the half dtype. */
-static void save_operand(vnm_node *node, int i, vnm_tensor *h, vnm_tensor *t)
+static void temp_done(vnm_ctx *ctx, vnm_tensor *tmp, const vnm_tensor *t)
 {
-    if (h && h != t) vnm_node_own(node, i, h);
-    else node->saved[i] = h;
+    if (tmp && tmp != t) vnm_step_release(ctx, tmp);
 }
 
 /* C = op(A)·op(B) + beta·C over `batch` matrices (gemm_batched's arguments, alpha 1), with A and
@@ -81,39 +57,34 @@ static void linear_product(vnm_ctx *ctx, vnm_dtype dt, int64_t T, int64_t O, int
     product(ctx, dt, false, true, T, O, I, x, I, 0, w, I, 0, beta, VNM_F32(y), O, 0, 1);
 }
 
-/* The output gradient of node as the operand of its backward products: itself in f32, or the
- * half copy of the dtype of the node's saved operands. */
-static vnm_tensor *dy_operand(vnm_ctx *ctx, vnm_node *node)
-{
-    vnm_tensor *dy = node->out->grad;
-    return node->saved[0] ? half_operand(ctx, dy, node->saved[0]->dtype) : dy;
-}
-
-/* saved: the half copies of x and W in mixed precision, NULL in f32 */
+/* iarg: T, O, I, the product dtype; saved[0]: W's half copy (owned) when mixed precision made one */
 static void linear_backward(vnm_ctx *ctx, vnm_node *node)
 {
     vnm_tensor *x = node->in[0], *w = node->in[1], *b = node->in[2];
-    vnm_tensor *xh = node->saved[0], *wh = node->saved[1];
     int64_t T = node->iarg[0], O = node->iarg[1], I = node->iarg[2];
+    vnm_dtype dt = (vnm_dtype)node->iarg[3];
     float bx, bw, bb;
     vnm_tensor *dx = vnm_grad_slot(ctx, x, &bx), *dw = vnm_grad_slot(ctx, w, &bw);
     vnm_tensor *db = vnm_grad_slot(ctx, b, &bb);
-    vnm_tensor *dy = dy_operand(ctx, node); /* [T, O] */
+    vnm_tensor *g = node->out->grad;  /* [T, O] f32 */
+    vnm_tensor *dy = temp_as(ctx, g, dt); /* [T, O] in dt */
     if (!dy) return;
-    vnm_dtype dt = dy->dtype;
-    if (dx && xh) {
-        product(ctx, dt, false, false, T, I, O, dy->data, O, 0, wh->data, I, 0, bx, VNM_F32(dx),
-                I, 0, 1);
-    } else if (dx) {
-        const float *wf = weight_f32(ctx, w); /* [O, I] */
-        if (wf) product(ctx, dt, false, false, T, I, O, dy->data, O, 0, wf, I, 0, bx, VNM_F32(dx),
-                        I, 0, 1);
-        weight_f32_done(ctx, w, wf);
+    if (dx) {
+        vnm_tensor *wo = node->saved[0] ? node->saved[0] : temp_as(ctx, w, dt); /* [O, I] */
+        if (wo)
+            product(ctx, dt, false, false, T, I, O, dy->data, O, 0, wo->data, I, 0, bx,
+                    VNM_F32(dx), I, 0, 1);
+        if (wo != node->saved[0]) temp_done(ctx, wo, w);
     }
-    if (dw)
-        product(ctx, dt, true, false, O, I, T, dy->data, O, 0, xh ? xh->data : x->data, I, 0, bw,
-                VNM_F32(dw), I, 0, 1);
-    if (db) ctx->be->sum_axis(VNM_F32(db), VNM_F32(node->out->grad), 1, T, O, bb != 0.0f);
+    if (dw) {
+        vnm_tensor *xo = temp_as(ctx, x, dt); /* [T, I] */
+        if (xo)
+            product(ctx, dt, true, false, O, I, T, dy->data, O, 0, xo->data, I, 0, bw,
+                    VNM_F32(dw), I, 0, 1);
+        temp_done(ctx, xo, x);
+    }
+    if (db) ctx->be->sum_axis(VNM_F32(db), VNM_F32(g), 1, T, O, bb != 0.0f);
+    temp_done(ctx, dy, g);
 }
 
 /* f32, or a frozen (no gradient) bf16/f16 weight. */
@@ -161,54 +132,57 @@ vnm_tensor *vnm_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, vnm_tensor *b
     if (!y) return NULL;
     int64_t T = vnm_numel(x) / (I ? I : 1);
     vnm_dtype dt = ctx->matmul_dtype;
-    vnm_tensor *xh = NULL, *wh = NULL; /* [T, I], [O, I] in dt */
-    if (dt != VNM_DTYPE_F32) {
-        xh = half_operand(ctx, x, dt);
-        wh = half_operand(ctx, w, dt);
-        if (!xh || !wh) return NULL;
-        linear_product(ctx, dt, T, O, I, xh->data, wh->data, b, y);
-    } else {
-        const float *wf = weight_f32(ctx, w); /* [O, I] */
-        if (!wf) return NULL;
-        linear_product(ctx, dt, T, O, I, x->data, wf, b, y);
-        weight_f32_done(ctx, w, wf);
+    vnm_tensor *xo = temp_as(ctx, x, dt), *wo = temp_as(ctx, w, dt); /* [T, I], [O, I] in dt */
+    if (xo && wo) linear_product(ctx, dt, T, O, I, xo->data, wo->data, b, y);
+    temp_done(ctx, xo, x);
+    if (!xo || !wo) {
+        temp_done(ctx, wo, w);
+        return NULL;
     }
     vnm_tensor *in[3] = {x, w, b};
     vnm_node *node = vnm_tape_record(ctx, op, linear_backward, y, 3, in);
-    vnm_node_reads(node, xh ? 0 : VNM_READS_IN(0) | VNM_READS_IN(1)); /* half: the saved copies */
+    vnm_node_reads(node, VNM_READS_IN(0) | VNM_READS_IN(1));
+    /* a half copy of a trainable weight serves backward too; a widened frozen one is given back */
+    bool keep = dt != VNM_DTYPE_F32 && wo != w && node;
+    if (keep) vnm_node_own(node, 0, wo);
+    else temp_done(ctx, wo, w);
     if (node) {
-        save_operand(node, 0, xh, x);
-        save_operand(node, 1, wh, w);
         node->iarg[0] = T;
         node->iarg[1] = O;
         node->iarg[2] = I;
+        node->iarg[3] = dt;
     }
     return y;
 }
 
-/* iarg: batch, M, K, N, b shared (stride 0); saved: the half copies of a and b in mixed
- * precision, NULL in f32 */
+/* iarg: batch, M, K, N, b shared (stride 0), the product dtype */
 static void matmul_backward(vnm_ctx *ctx, vnm_node *node)
 {
     vnm_tensor *a = node->in[0], *b = node->in[1];
-    vnm_tensor *ah = node->saved[0] ? node->saved[0] : a, *bh = node->saved[1] ? node->saved[1] : b;
     int64_t batch = node->iarg[0], M = node->iarg[1], K = node->iarg[2], N = node->iarg[3];
     bool shared = node->iarg[4] != 0;
+    vnm_dtype dt = (vnm_dtype)node->iarg[5];
     int64_t sb = shared ? 0 : K * N;
     float ba, bb;
     vnm_tensor *da = vnm_grad_slot(ctx, a, &ba), *db = vnm_grad_slot(ctx, b, &bb);
-    vnm_tensor *dy = dy_operand(ctx, node); /* [batch, M, N] */
+    vnm_tensor *g = node->out->grad, *dy = temp_as(ctx, g, dt); /* [batch, M, N] */
     if (!dy) return;
-    vnm_dtype dt = dy->dtype;
-    if (da)
-        product(ctx, dt, false, true, M, K, N, dy->data, N, M * N, bh->data, N, sb, ba,
-                VNM_F32(da), K, M * K, batch);
-    if (db && shared) /* Σ over the batch of aᵀ·dy is one GEMM over the stacked rows */
-        product(ctx, dt, true, false, K, N, batch * M, ah->data, K, 0, dy->data, N, 0, bb,
+    if (da) {
+        vnm_tensor *bo = temp_as(ctx, b, dt);
+        if (bo)
+            product(ctx, dt, false, true, M, K, N, dy->data, N, M * N, bo->data, N, sb, ba,
+                    VNM_F32(da), K, M * K, batch);
+        temp_done(ctx, bo, b);
+    }
+    vnm_tensor *ao = db ? temp_as(ctx, a, dt) : NULL;
+    if (ao && shared) /* Σ over the batch of aᵀ·dy is one GEMM over the stacked rows */
+        product(ctx, dt, true, false, K, N, batch * M, ao->data, K, 0, dy->data, N, 0, bb,
                 VNM_F32(db), N, 0, 1);
-    else if (db)
-        product(ctx, dt, true, false, K, N, M, ah->data, K, M * K, dy->data, N, M * N, bb,
+    else if (ao)
+        product(ctx, dt, true, false, K, N, M, ao->data, K, M * K, dy->data, N, M * N, bb,
                 VNM_F32(db), N, K * N, batch);
+    temp_done(ctx, ao, a);
+    temp_done(ctx, dy, g);
 }
 
 vnm_tensor *vnm_matmul(vnm_ctx *ctx, vnm_tensor *a, vnm_tensor *b)
@@ -245,17 +219,18 @@ vnm_tensor *vnm_matmul(vnm_ctx *ctx, vnm_tensor *a, vnm_tensor *b)
     if (!y) return NULL;
     int64_t batch = M * K > 0 ? vnm_numel(a) / (M * K) : 0;
     vnm_dtype dt = ctx->matmul_dtype;
-    vnm_tensor *ah = NULL, *bh = NULL; /* a, b in dt (mixed precision) */
-    if (dt != VNM_DTYPE_F32 && (!(ah = half_operand(ctx, a, dt)) || !(bh = half_operand(ctx, b, dt))))
-        return NULL;
-    product(ctx, dt, false, false, M, N, K, ah ? ah->data : a->data, K, M * K,
-            bh ? bh->data : b->data, N, shared ? 0 : K * N, 0.0f, VNM_F32(y), N, M * N, batch);
+    vnm_tensor *ao = temp_as(ctx, a, dt), *bo = temp_as(ctx, b, dt); /* a, b in dt */
+    if (ao && bo)
+        product(ctx, dt, false, false, M, N, K, ao->data, K, M * K, bo->data, N,
+                shared ? 0 : K * N, 0.0f, VNM_F32(y), N, M * N, batch);
+    temp_done(ctx, ao, a);
+    temp_done(ctx, bo, b);
+    if (!ao || !bo) return NULL;
     vnm_tensor *in[2] = {a, b};
     vnm_node *node = vnm_tape_record(ctx, op, matmul_backward, y, 2, in);
-    vnm_node_reads(node, ah ? 0 : VNM_READS_IN(0) | VNM_READS_IN(1));
+    vnm_node_reads(node, VNM_READS_IN(0) | VNM_READS_IN(1));
     if (node) {
-        save_operand(node, 0, ah, a);
-        save_operand(node, 1, bh, b);
+        node->iarg[5] = dt;
         node->iarg[0] = batch;
         node->iarg[1] = M;
         node->iarg[2] = K;

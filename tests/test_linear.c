@@ -269,7 +269,8 @@ static void test_gemm_beta_zero_ignores_c(void **state)
 }
 
 /* A frozen bf16/f16 weight computes exactly what f32 weights of the same values compute (forward
- * and dX), the step arena never holds an f32 copy of it, and a trainable one is refused. */
+ * and dX), the step arena holds at most one f32 copy of it at a time, and a trainable one is
+ * refused. */
 static void test_linear_frozen_half_weight(void **state)
 {
     vnm_ctx *ctx = *state;
@@ -292,8 +293,11 @@ static void test_linear_frozen_half_weight(void **state)
         vnm_tensor *yh = vnm_linear(ctx, x1, wh, b);
         assert_non_null(yh);
         assert_int_equal(vnm_backward_seed(ctx, yh, vnm_scale(ctx, yh, 1.0f)), VNM_OK);
-        /* step memory grew by the outputs and gradients, never by a [O, I] f32 copy */
-        assert_true(vnm_ctx_step_bytes(ctx) - before < (size_t)(O * I) * sizeof(float) / 2);
+        /* forward and backward each widen W, but the first copy is given back before the
+         * second is made: the step's peak grew by at most one [O, I] f32 copy (and the small
+         * outputs), not two */
+        size_t copy = (size_t)(O * I) * sizeof(float);
+        assert_true(vnm_ctx_step_bytes(ctx) - before < copy * 3 / 2);
         float *a = tu_host(ctx, yh), *ga = tu_host(ctx, x1->grad);
         vnm_ctx_reset_step(ctx); /* the second product on a tape of its own */
         vnm_tensor *wr = vnm_to_dtype(ctx, wh, VNM_DTYPE_F32); /* the same values in f32 */
