@@ -57,7 +57,8 @@ static void linear_product(vnm_ctx *ctx, vnm_dtype dt, int64_t T, int64_t O, int
     product(ctx, dt, false, true, T, O, I, x, I, 0, w, I, 0, beta, VNM_F32(y), O, 0, 1);
 }
 
-/* iarg: T, O, I, the product dtype; saved[0]: W's half copy (owned) when mixed precision made one */
+/* iarg: T, O, I, the product dtype; saved[0]: W's half copy (owned), when mixed precision made
+ * one */
 static void linear_backward(vnm_ctx *ctx, vnm_node *node)
 {
     vnm_tensor *x = node->in[0], *w = node->in[1], *b = node->in[2];

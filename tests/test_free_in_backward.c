@@ -60,7 +60,8 @@ static step_result vit_step(bool release, vnm_dtype matmul)
     assert_int_equal(vnm_backward(ctx, loss), VNM_OK);
     step_result r = {NULL, 0, vnm_item(ctx, loss), vnm_ctx_step_bytes(ctx)};
     assert_true(r.loss_after == before);
-    for (int i = 0; i < vnm_vit_param_count(m); i++) r.n += vnm_numel(vnm_vit_param_at(m, i).tensor);
+    for (int i = 0; i < vnm_vit_param_count(m); i++)
+        r.n += vnm_numel(vnm_vit_param_at(m, i).tensor);
     r.grads = malloc((size_t)r.n * sizeof *r.grads);
     int64_t at = 0;
     for (int i = 0; i < vnm_vit_param_count(m); i++) {

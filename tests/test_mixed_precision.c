@@ -33,8 +33,10 @@ static void ref_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const fl
     for (int64_t m = 0; m < M; m++)
         for (int64_t n = 0; n < N; n++) {
             double acc = 0;
-            for (int64_t k = 0; k < K; k++)
-                acc += (double)(ta ? A[k * M + m] : A[m * K + k]) * (tb ? B[n * K + k] : B[k * N + n]);
+            for (int64_t k = 0; k < K; k++) {
+                double a = ta ? A[k * M + m] : A[m * K + k], b = tb ? B[n * K + k] : B[k * N + n];
+                acc += a * b;
+            }
             C[m * N + n] = acc;
         }
 }
@@ -121,7 +123,8 @@ static void check_matmul(vnm_ctx *ctx, vnm_dtype dt, bool shared)
     double want[3][P * K * N], raw[3][P * K * N];
     for (int k = 0; k < 2; k++) {
         vnm_dtype r = k == 0 ? dt : VNM_DTYPE_F32;
-        float *ra = rounded(r, ha, P * M * K), *rb = rounded(r, hb, nb), *rs = rounded(r, hs, P * M * N);
+        float *ra = rounded(r, ha, P * M * K), *rb = rounded(r, hb, nb);
+        float *rs = rounded(r, hs, P * M * N);
         double(*out)[P * K * N] = k == 0 ? want : raw;
         for (int64_t i = 0; i < nb; i++) out[2][i] = 0;
         for (int p = 0; p < P; p++) {

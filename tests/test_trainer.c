@@ -371,7 +371,8 @@ static void test_mixed_precision_runs(void **state)
         out[i] = tu_path(dir, names[i]);
         snprintf(ov, sizeof ov, "run.output_dir=%s", out[i]);
         snprintf(prec, sizeof prec, "run.precision=%s", names[i]);
-        const char *ovs[] = {ov, prec, "run.loss_scale=2097152", "run.loss_scale_growth_interval=2"};
+        const char *ovs[] = {ov, prec, "run.loss_scale=2097152",
+                             "run.loss_scale_growth_interval=2"};
         assert_int_equal(run_cmd(false, recipe, ovs, 4), 0);
         metrics[i] = read_in(out[i], "metrics.jsonl");
         tu_assert_has(last_line(metrics[i]), "{\"event\":\"done\",\"step\":12,");

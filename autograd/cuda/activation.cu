@@ -40,19 +40,21 @@ __global__ static void swiglu_bwd_kernel(float *dgate, float *dup, const float *
 
 static void cuda_act_fwd(vnm_act act, float *y, const float *x, int64_t n)
 {
-    act_fwd_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS>>>(act, y, x, n);
+    act_fwd_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(act, y, x, n);
     VNM_CUDA_LAUNCHED();
 }
 
 static void cuda_act_bwd(vnm_act act, float *dx, const float *x, const float *dy, int64_t n)
 {
-    act_bwd_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS>>>(act, dx, x, dy, n);
+    act_bwd_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
+        act, dx, x, dy, n);
     VNM_CUDA_LAUNCHED();
 }
 
 static void cuda_swiglu_fwd(float *y, const float *gate, const float *up, int64_t n)
 {
-    swiglu_fwd_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS>>>(y, gate, up, n);
+    swiglu_fwd_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
+        y, gate, up, n);
     VNM_CUDA_LAUNCHED();
 }
 
@@ -60,7 +62,8 @@ static void cuda_swiglu_bwd(float *dgate, float *dup, const float *gate, const f
                             const float *dy, int64_t n)
 {
     if (!dgate && !dup) return;
-    swiglu_bwd_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS>>>(dgate, dup, gate, up, dy, n);
+    swiglu_bwd_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
+        dgate, dup, gate, up, dy, n);
     VNM_CUDA_LAUNCHED();
 }
 

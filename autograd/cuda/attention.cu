@@ -12,7 +12,7 @@
  * dK and dV sum over the group's query heads inside one GEMM (inner dimension rep·T); the
  * gradients accumulate through beta = 1. No atomics: cuBLAS and the row kernels are deterministic.
  * The dP/dS scratch [B, Hq, T, S] is taken from the stream-ordered pool (cudaMallocAsync on the
- * default stream) and returned after its last use; if it cannot be allocated, the gradients are
+ * backend's stream) and returned after its last use; if it cannot be allocated, the gradients are
  * filled with NaN, as on the CPU.
  *
  * Causal mask: query t sees keys s ≤ t + (S - T) (last query aligned with the last key; the op
@@ -99,7 +99,7 @@ __global__ static void poison_kernel(float *x, int64_t n)
 static void poison(float *x, int64_t n)
 {
     if (!x || n <= 0) return;
-    poison_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS>>>(x, n);
+    poison_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(x, n);
     VNM_CUDA_LAUNCHED();
 }
 
@@ -112,7 +112,8 @@ static void cuda_attention_fwd(float *o, float *p, const float *q, const float *
     int64_t gt = Hq / Hkv * T; /* query rows per group */
     vnm_cuda_gemm_batched(false, true, gt, S, D, scale, q, D, gt * D, k, D, S * D, 0.0f, p, S,
                           gt * S, groups);
-    softmax_rows_kernel<<<row_blocks(rows), VNM_CUDA_THREADS>>>(p, rows, T, S, causal);
+    softmax_rows_kernel<<<row_blocks(rows), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
+        p, rows, T, S, causal);
     VNM_CUDA_LAUNCHED();
     vnm_cuda_gemm_batched(false, false, gt, D, S, 1.0f, p, S, gt * S, v, D, S * D, 0.0f, o, D,
                           gt * D, groups);
@@ -132,7 +133,8 @@ static void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dou
     if (!dq && !dk) return;
     float *ds; /* [B, Hq, T, S]: dP, then dS */
     /* stream-ordered, so the pool reuses the block without a device synchronisation */
-    cudaError_t err = cudaMallocAsync((void **)&ds, (size_t)(rows * S) * sizeof *ds, 0);
+    cudaError_t err =
+        cudaMallocAsync((void **)&ds, (size_t)(rows * S) * sizeof *ds, vnm_cuda_stream());
     if (err == cudaErrorMemoryAllocation) {
         (void)cudaGetLastError(); /* clear it, or the next launch check would report it */
         poison(dq, rows * D);
@@ -143,7 +145,8 @@ static void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dou
     VNM_CUDA_CHECK(err);
     vnm_cuda_gemm_batched(false, true, gt, S, D, 1.0f, dout, D, gt * D, v, D, S * D, 0.0f, ds, S,
                           gt * S, groups);
-    softmax_grad_rows_kernel<<<row_blocks(rows), VNM_CUDA_THREADS>>>(ds, p, rows, S);
+    softmax_grad_rows_kernel<<<row_blocks(rows), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
+        ds, p, rows, S);
     VNM_CUDA_LAUNCHED();
     if (dq)
         vnm_cuda_gemm_batched(false, false, gt, D, S, scale, ds, S, gt * S, k, D, S * D, 1.0f, dq,
@@ -151,7 +154,7 @@ static void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dou
     if (dk)
         vnm_cuda_gemm_batched(true, false, S, D, gt, scale, ds, S, gt * S, q, D, gt * D, 1.0f, dk,
                               D, S * D, groups);
-    VNM_CUDA_CHECK(cudaFreeAsync(ds, 0));
+    VNM_CUDA_CHECK(cudaFreeAsync(ds, vnm_cuda_stream()));
 }
 
 void vnm_cuda_register_attention(vnm_backend *be)

@@ -6,6 +6,9 @@
 
 static vnm_backend cuda_table;
 static bool ready;
+static cudaStream_t stream;
+
+cudaStream_t vnm_cuda_stream(void) { return stream; }
 
 extern "C" const vnm_backend *vnm_backend_cuda(char *reason, size_t len)
 {
@@ -18,6 +21,7 @@ extern "C" const vnm_backend *vnm_backend_cuda(char *reason, size_t len)
     }
     if (!ready) {
         VNM_CUDA_CHECK(cudaSetDevice(0));
+        VNM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
         cuda_table.name = "cuda";
         vnm_cuda_register_memory(&cuda_table);
         vnm_cuda_register_gemm(&cuda_table);

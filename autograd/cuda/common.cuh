@@ -2,8 +2,9 @@
  * Philox of autograd/philox.h (the CPU's own definition, so dropout masks and random fills agree
  * with the CPU backend element for element) and the register functions that assemble the table.
  *
- * Execution model: every kernel runs on the legacy default stream, in issue order; copies to the
- * host synchronise. Kernels are deterministic: no float atomics; reductions run in a fixed order.
+ * Execution model: every kernel, copy and library call runs on one non-blocking stream of the
+ * backend's (vnm_cuda_stream), in issue order; a copy to the host waits for that stream. Other
+ * streams (an upload overlapping the step, NCCL's) order themselves against it with events. Kernels are deterministic: no float atomics; reductions run in a fixed order.
  * A CUDA error inside a kernel-table entry cannot be returned (the table's entries return void):
  * it is printed with the file, line and call, and the process aborts. */
 #ifndef VNM_CUDA_COMMON_CUH
@@ -41,6 +42,9 @@ static inline unsigned vnm_cuda_blocks(int64_t n)
     if (b > 65535LL * 8) b = 65535LL * 8;
     return (unsigned)b;
 }
+
+/* The backend's stream, created with the backend (backend_cuda.cu). */
+cudaStream_t vnm_cuda_stream(void);
 
 /* Device scratch of n doubles, shared by the kernels that need one (memory.cu): grown on demand
  * and kept. Safe because every kernel runs in issue order on one stream, and cudaFree of an

@@ -62,8 +62,8 @@ static void cuda_dropout_fwd(float *y, uint8_t *mask, const float *x, int64_t n,
 {
     if (n <= 0) return;
     float scale = 1.0f / (1.0f - p);
-    dropout_fwd_kernel<<<vnm_cuda_blocks((n + 3) / 4), VNM_CUDA_THREADS>>>(y, mask, x, n, p, scale,
-                                                                          seed, offset);
+    dropout_fwd_kernel<<<vnm_cuda_blocks((n + 3) / 4), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
+        y, mask, x, n, p, scale, seed, offset);
     VNM_CUDA_LAUNCHED();
 }
 
@@ -71,7 +71,8 @@ static void cuda_dropout_bwd(float *dx, const uint8_t *mask, const float *dy, in
 {
     if (n <= 0) return;
     float scale = 1.0f / (1.0f - p);
-    dropout_bwd_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS>>>(dx, mask, dy, n, scale);
+    dropout_bwd_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
+        dx, mask, dy, n, scale);
     VNM_CUDA_LAUNCHED();
 }
 
@@ -79,12 +80,13 @@ static void cuda_drop_path_fwd(float *y, uint8_t *keep, const float *x, int64_t 
                                float p, uint64_t seed, uint64_t offset)
 {
     if (N <= 0) return;
-    keep_kernel<<<vnm_cuda_blocks((N + 3) / 4), VNM_CUDA_THREADS>>>(keep, N, p, seed, offset);
+    keep_kernel<<<vnm_cuda_blocks((N + 3) / 4), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
+        keep, N, p, seed, offset);
     VNM_CUDA_LAUNCHED();
     if (inner <= 0) return;
     float scale = 1.0f / (1.0f - p);
-    drop_path_fwd_kernel<<<vnm_cuda_blocks(N * inner), VNM_CUDA_THREADS>>>(y, keep, x, N * inner,
-                                                                          inner, scale);
+    drop_path_fwd_kernel<<<vnm_cuda_blocks(N * inner), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
+        y, keep, x, N * inner, inner, scale);
     VNM_CUDA_LAUNCHED();
 }
 
@@ -93,8 +95,8 @@ static void cuda_drop_path_bwd(float *dx, const uint8_t *keep, const float *dy, 
 {
     if (N <= 0 || inner <= 0) return;
     float scale = 1.0f / (1.0f - p);
-    drop_path_bwd_kernel<<<vnm_cuda_blocks(N * inner), VNM_CUDA_THREADS>>>(dx, keep, dy,
-                                                                          N * inner, inner, scale);
+    drop_path_bwd_kernel<<<vnm_cuda_blocks(N * inner), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
+        dx, keep, dy, N * inner, inner, scale);
     VNM_CUDA_LAUNCHED();
 }
 

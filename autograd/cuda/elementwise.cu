@@ -89,13 +89,13 @@ static void cuda_copy_strided(float *dst, const vnm_layout *dl, const float *src
     if (reduce) {
         int64_t n = numel4(&kd);
         if (n <= 0) return;
-        copy_reduce_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS>>>(dst, kd, src, ks, r, n,
-                                                                     accumulate);
+        copy_reduce_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
+            dst, kd, src, ks, r, n, accumulate);
     } else {
         int64_t n = numel4(&d);
         if (n <= 0) return;
-        copy_strided_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS>>>(dst, d, src, s, n,
-                                                                      accumulate);
+        copy_strided_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
+            dst, d, src, s, n, accumulate);
     }
     VNM_CUDA_LAUNCHED();
 }
@@ -129,7 +129,8 @@ static void cuda_binary(vnm_binary_op op, float *out, const vnm_layout *ol, cons
     vnm_layout o = vnm_layout_pad4(ol), la = vnm_layout_pad4(al), lb = vnm_layout_pad4(bl);
     int64_t n = numel4(&o);
     if (n <= 0) return;
-    binary_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS>>>(op, out, o, a, la, b, lb, n);
+    binary_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
+        op, out, o, a, la, b, lb, n);
     VNM_CUDA_LAUNCHED();
 }
 
@@ -143,7 +144,7 @@ __global__ static void scale_kernel(float *y, const float *x, float s, int64_t n
 static void cuda_scale(float *y, const float *x, float s, int64_t n)
 {
     if (n <= 0) return;
-    scale_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS>>>(y, x, s, n);
+    scale_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(y, x, s, n);
     VNM_CUDA_LAUNCHED();
 }
 
@@ -157,7 +158,7 @@ __global__ static void axpy_kernel(float *y, const float *x, float s, int64_t n)
 static void cuda_axpy(float *y, const float *x, float s, int64_t n)
 {
     if (n <= 0) return;
-    axpy_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS>>>(y, x, s, n);
+    axpy_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(y, x, s, n);
     VNM_CUDA_LAUNCHED();
 }
 
@@ -256,22 +257,23 @@ static void sum_cols(float *y, const float *x, int64_t outer, int64_t n, int64_t
     int64_t chunks = COLS_PARTIALS_MAX / cells;
     if (chunks > n / COLS_CHUNK_MIN) chunks = n / COLS_CHUNK_MIN;
     if (cells >= COLS_FEW || chunks < 2) {
-        sum_cols_kernel<<<vnm_cuda_blocks(cells), VNM_CUDA_THREADS>>>(y, x, outer, n, inner,
-                                                                      accumulate);
+        sum_cols_kernel<<<vnm_cuda_blocks(cells), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
+            y, x, outer, n, inner, accumulate);
         VNM_CUDA_LAUNCHED();
         return;
     }
     int64_t chunk_rows = (n + chunks - 1) / chunks;
     chunks = (n + chunk_rows - 1) / chunk_rows;
     double *part;
-    VNM_CUDA_CHECK(cudaMallocAsync((void **)&part, (size_t)(chunks * cells) * sizeof *part, 0));
-    sum_cols_partial_kernel<<<vnm_cuda_blocks(chunks * cells), VNM_CUDA_THREADS>>>(
+    cudaStream_t st = vnm_cuda_stream();
+    VNM_CUDA_CHECK(cudaMallocAsync((void **)&part, (size_t)(chunks * cells) * sizeof *part, st));
+    sum_cols_partial_kernel<<<vnm_cuda_blocks(chunks * cells), VNM_CUDA_THREADS, 0, st>>>(
         part, x, outer, n, inner, chunk_rows, chunks);
     VNM_CUDA_LAUNCHED();
-    sum_cols_finish_kernel<<<vnm_cuda_blocks(cells), VNM_CUDA_THREADS>>>(y, part, cells, chunks,
-                                                                         accumulate);
+    sum_cols_finish_kernel<<<vnm_cuda_blocks(cells), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
+        y, part, cells, chunks, accumulate);
     VNM_CUDA_LAUNCHED();
-    VNM_CUDA_CHECK(cudaFreeAsync(part, 0));
+    VNM_CUDA_CHECK(cudaFreeAsync(part, vnm_cuda_stream()));
 }
 
 static void cuda_sum_axis(float *y, const float *x, int64_t outer, int64_t n, int64_t inner,
@@ -283,12 +285,12 @@ static void cuda_sum_axis(float *y, const float *x, int64_t outer, int64_t n, in
         return;
     }
     if (n <= ROW_SERIAL_MAX)
-        sum_rows_serial_kernel<<<vnm_cuda_blocks(outer), VNM_CUDA_THREADS>>>(y, x, outer, n,
-                                                                             accumulate);
+        sum_rows_serial_kernel<<<vnm_cuda_blocks(outer), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
+            y, x, outer, n, accumulate);
     else
-        sum_rows_block_kernel<<<vnm_cuda_blocks(outer * VNM_CUDA_THREADS), VNM_CUDA_THREADS>>>(
-            y, x, outer, n, accumulate); /* a block per row */
-    VNM_CUDA_LAUNCHED();
+        sum_rows_block_kernel<<<vnm_cuda_blocks(outer * VNM_CUDA_THREADS), VNM_CUDA_THREADS, 0,
+                                vnm_cuda_stream()>>>(
+            y, x, outer, n, accumulate); /* a block per row */ VNM_CUDA_LAUNCHED();
 }
 
 void vnm_cuda_register_elementwise(vnm_backend *be)

@@ -48,8 +48,8 @@ __global__ static void embedding_bwd_kernel(float *dtable, const void *ids, bool
 static void cuda_embedding_fwd(float *out, const void *ids, bool ids64, const float *table,
                                int64_t n, int64_t D)
 {
-    embedding_fwd_kernel<<<vnm_cuda_blocks(n * D), VNM_CUDA_THREADS>>>(out, ids, ids64, table, n,
-                                                                       D);
+    embedding_fwd_kernel<<<vnm_cuda_blocks(n * D), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
+        out, ids, ids64, table, n, D);
     VNM_CUDA_LAUNCHED();
 }
 
@@ -59,7 +59,7 @@ static void cuda_embedding_bwd(float *dtable, const void *ids, bool ids64, const
     int64_t buckets = 1;
     while (buckets < MAX_BUCKETS && 2 * buckets <= V && 2 * buckets * D <= BWD_THREADS)
         buckets *= 2;
-    embedding_bwd_kernel<<<vnm_cuda_blocks(buckets * D), VNM_CUDA_THREADS>>>(
+    embedding_bwd_kernel<<<vnm_cuda_blocks(buckets * D), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
         dtable, ids, ids64, dout, n, V, D, buckets);
     VNM_CUDA_LAUNCHED();
 }

@@ -21,13 +21,14 @@ static void cublas_check(cublasStatus_t st, const char *what, const char *file, 
     abort();
 }
 
-/* Created on the first GEMM; it works on the legacy default stream like every other kernel. */
+/* Created on the first GEMM; it works on the backend's stream like every other kernel. */
 static cublasHandle_t handle;
 
 static cublasHandle_t cublas(void)
 {
     if (!handle) {
         CUBLAS_CHECK(cublasCreate(&handle));
+        CUBLAS_CHECK(cublasSetStream(handle, vnm_cuda_stream()));
         CUBLAS_CHECK(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));
     }
     return handle;
@@ -51,8 +52,8 @@ static void scale_c(float *C, int64_t M, int64_t N, int64_t ldc, int64_t stride_
                     float beta)
 {
     if (beta == 1.0f) return;
-    scale_c_kernel<<<vnm_cuda_blocks(batch * M * N), VNM_CUDA_THREADS>>>(C, M, N, ldc, stride_c,
-                                                                         batch, beta);
+    scale_c_kernel<<<vnm_cuda_blocks(batch * M * N), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
+        C, M, N, ldc, stride_c, batch, beta);
     VNM_CUDA_LAUNCHED();
 }
 

@@ -2,15 +2,15 @@
  * epilogue (y = x·wᵀ + b), f32 operands (no TF32: CUBLAS_COMPUTE_32F) or bf16/f16 ones with f32
  * accumulation and output. Saves the separate pass that broadcasts the bias into y before the GEMM.
  *
- * Layout: row-major y[M, N] = x[M, K]·w[N, K]ᵀ is column-major yᵀ (N × M, ld N) = op(A)·B with A = w
- * seen as the column-major K × N matrix wᵀ (ld K, transposed) and B = x seen as xᵀ (K × M, ld K);
- * the bias runs along D's rows, one per output feature.
+ * Layout: row-major y[M, N] = x[M, K]·w[N, K]ᵀ is column-major yᵀ (N × M, ld N) = op(A)·B with
+ * A = w seen as the column-major K × N matrix wᵀ (ld K, transposed) and B = x seen as xᵀ (K × M,
+ * ld K); the bias runs along D's rows, one per output feature.
  *
  * The algorithm comes from cublasLtMatmulAlgoGetHeuristic, asked once per (dtype, M, N, K, bias?,
  * pointer alignments) and cached: the heuristic's choice depends on the alignment of A, B, D and
  * the bias, which is passed as the preference's minimum (views can start anywhere). When no
  * algorithm fits, or the matmul fails, or VNM_CUDA_NO_LT=1, the entry returns false and the op runs
- * the unfused path. Runs on the legacy default stream like every other kernel. */
+ * the unfused path. Runs on the backend's stream like every other kernel. */
 #include "common.cuh"
 
 #include <cublasLt.h>
@@ -78,6 +78,24 @@ static void descs_free(lt_descs *s)
     if (s->op) cublasLtMatmulDescDestroy(s->op);
 }
 
+static bool desc_set(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a, const void *v,
+                     size_t n)
+{
+    return cublasLtMatmulDescSetAttribute(d, a, v, n) == CUBLAS_STATUS_SUCCESS;
+}
+
+static bool pref_set(cublasLtMatmulPreference_t p, cublasLtMatmulPreferenceAttributes_t a,
+                     const void *v, size_t n)
+{
+    return cublasLtMatmulPreferenceSetAttribute(p, a, v, n) == CUBLAS_STATUS_SUCCESS;
+}
+
+static bool layout(cublasLtMatrixLayout_t *l, cudaDataType_t t, int64_t rows, int64_t cols)
+{
+    return cublasLtMatrixLayoutCreate(l, t, (uint64_t)rows, (uint64_t)cols, rows) ==
+           CUBLAS_STATUS_SUCCESS;
+}
+
 static bool descs_make(lt_descs *s, vnm_dtype dt, int64_t M, int64_t N, int64_t K,
                        const float *b, const uint32_t align[4])
 {
@@ -87,24 +105,17 @@ static bool descs_make(lt_descs *s, vnm_dtype dt, int64_t M, int64_t N, int64_t 
     cudaDataType_t t = operand_type(dt);
     uint64_t ws = WORKSPACE_BYTES;
     bool ok = cublasLtMatmulDescCreate(&s->op, CUBLAS_COMPUTE_32F, CUDA_R_32F) == 0 &&
-              cublasLtMatmulDescSetAttribute(s->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) == 0 &&
-              cublasLtMatmulDescSetAttribute(s->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) == 0 &&
-              cublasLtMatmulDescSetAttribute(s->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) == 0 &&
-              (!b || cublasLtMatmulDescSetAttribute(s->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b,
-                                                    sizeof b) == 0) &&
-              cublasLtMatrixLayoutCreate(&s->a, t, (uint64_t)K, (uint64_t)N, K) == 0 &&
-              cublasLtMatrixLayoutCreate(&s->b, t, (uint64_t)K, (uint64_t)M, K) == 0 &&
-              cublasLtMatrixLayoutCreate(&s->d, CUDA_R_32F, (uint64_t)N, (uint64_t)M, N) == 0 &&
+              desc_set(s->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) &&
+              desc_set(s->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) &&
+              desc_set(s->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi) &&
+              (!b || desc_set(s->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &b, sizeof b)) &&
+              layout(&s->a, t, K, N) && layout(&s->b, t, K, M) && layout(&s->d, CUDA_R_32F, N, M) &&
               cublasLtMatmulPreferenceCreate(&s->pref) == 0 &&
-              cublasLtMatmulPreferenceSetAttribute(s->pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                   &ws, sizeof ws) == 0;
-    static const cublasLtMatmulPreferenceAttributes_t which[3] = {
-        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
-    for (int i = 0; ok && i < 3; i++)
-        ok = cublasLtMatmulPreferenceSetAttribute(s->pref, which[i], &align[i], sizeof align[i]) == 0;
-    if (ok) ok = cublasLtMatmulPreferenceSetAttribute(
-                     s->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align[2], sizeof align[2]) == 0;
+              pref_set(s->pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws) &&
+              pref_set(s->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align[0], 4) &&
+              pref_set(s->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align[1], 4) &&
+              pref_set(s->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align[2], 4) &&
+              pref_set(s->pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align[2], 4);
     if (!ok) descs_free(s);
     return ok;
 }
@@ -151,7 +162,8 @@ static bool cuda_linear_fwd(vnm_dtype dt, int64_t M, int64_t N, int64_t K, const
     const algo_entry *e = algo_for(&s, dt, M, N, K, b != NULL, align);
     const float one = 1.0f, zero = 0.0f;
     bool ok = e->found && cublasLtMatmul(lt, s.op, &one, w, s.a, x, s.b, &zero, y, s.d, y, s.d,
-                                         &e->algo, workspace, WORKSPACE_BYTES, 0) ==
+                                         &e->algo, workspace, WORKSPACE_BYTES,
+                                         vnm_cuda_stream()) ==
                               CUBLAS_STATUS_SUCCESS;
     descs_free(&s);
     return ok;

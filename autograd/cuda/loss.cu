@@ -101,14 +101,16 @@ static void cuda_cross_entropy_fwd(float *loss, float *prob, int64_t *count, con
     double *row_loss = vnm_cuda_scratch_doubles(N + 1); /* [N], then the count */
     int64_t *dcount = (int64_t *)(row_loss + N);
     if (N > 0) {
-        ce_rows_kernel<<<vnm_cuda_row_blocks(N), VNM_CUDA_THREADS>>>(
+        ce_rows_kernel<<<vnm_cuda_row_blocks(N), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
             row_loss, prob, logits, labels, labels64, targets, N, C, ignore_index, smoothing);
         VNM_CUDA_LAUNCHED();
     }
-    ce_mean_kernel<<<1, CHUNKS>>>(loss, dcount, row_loss, labels, labels64, targets != NULL, N,
-                                  ignore_index);
+    ce_mean_kernel<<<1, CHUNKS, 0, vnm_cuda_stream()>>>(
+        loss, dcount, row_loss, labels, labels64, targets != NULL, N, ignore_index);
     VNM_CUDA_LAUNCHED();
-    VNM_CUDA_CHECK(cudaMemcpy(count, dcount, sizeof *count, cudaMemcpyDeviceToHost));
+    VNM_CUDA_CHECK(cudaMemcpyAsync(count, dcount, sizeof *count, cudaMemcpyDeviceToHost,
+                                   vnm_cuda_stream()));
+    VNM_CUDA_CHECK(cudaStreamSynchronize(vnm_cuda_stream()));
 }
 
 /* d row loss / dx[c] = p[c]·Σt - t[c] (soft), or p[c] - ε/C - (1-ε)·[c = y] (hard);
@@ -141,7 +143,7 @@ static void cuda_cross_entropy_bwd(float *dlogits, const float *prob, const void
 {
     if (N <= 0) return;
     float off = smoothing / (float)C, hit = 1.0f - smoothing;
-    ce_bwd_kernel<<<vnm_cuda_row_blocks(N), VNM_CUDA_THREADS>>>(
+    ce_bwd_kernel<<<vnm_cuda_row_blocks(N), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
         dlogits, prob, labels, labels64, targets, N, C, ignore_index, off, hit, g);
     VNM_CUDA_LAUNCHED();
 }

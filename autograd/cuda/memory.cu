@@ -1,5 +1,5 @@
-/* autograd/cuda/memory.cu — device memory for the CUDA backend: allocation, copies (host copies are
- * synchronous), fills and float dtype conversion.
+/* autograd/cuda/memory.cu — device memory for the CUDA backend: allocation, copies (on the
+ * backend's stream; host copies wait for it), fills and float dtype conversion.
  *
  * Conversions are bit-identical to autograd/dtype.c: the hardware roundings (cvt.rn) are round to
  * nearest even like the CPU's, but a NaN comes out of them canonical, so NaNs take the CPU's
@@ -24,21 +24,26 @@ static void *cuda_alloc(size_t bytes)
 
 static void cuda_free(void *p) { VNM_CUDA_CHECK(cudaFree(p)); }
 
-static void cuda_memset0(void *p, size_t bytes) { VNM_CUDA_CHECK(cudaMemset(p, 0, bytes)); }
+static void cuda_memset0(void *p, size_t bytes)
+{
+    VNM_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, vnm_cuda_stream()));
+}
 
 static void cuda_to_host(void *host, const void *dev, size_t bytes)
 {
-    VNM_CUDA_CHECK(cudaMemcpy(host, dev, bytes, cudaMemcpyDeviceToHost));
+    VNM_CUDA_CHECK(cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, vnm_cuda_stream()));
+    VNM_CUDA_CHECK(cudaStreamSynchronize(vnm_cuda_stream()));
 }
 
+/* From pageable host memory the call returns once the data is staged, so host may be reused. */
 static void cuda_from_host(void *dev, const void *host, size_t bytes)
 {
-    VNM_CUDA_CHECK(cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice));
+    VNM_CUDA_CHECK(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, vnm_cuda_stream()));
 }
 
 static void cuda_copy(void *dst, const void *src, size_t bytes)
 {
-    VNM_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
+    VNM_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, vnm_cuda_stream()));
 }
 
 __global__ static void fill_kernel(float *x, int64_t n, float value)
@@ -51,7 +56,7 @@ __global__ static void fill_kernel(float *x, int64_t n, float value)
 static void cuda_fill(float *x, int64_t n, float value)
 {
     if (n <= 0) return;
-    fill_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS>>>(x, n, value);
+    fill_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(x, n, value);
     VNM_CUDA_LAUNCHED();
 }
 
@@ -97,7 +102,8 @@ __global__ static void convert_kernel(void *dst, vnm_dtype dst_dt, const void *s
 static void cuda_convert(void *dst, vnm_dtype dst_dt, const void *src, vnm_dtype src_dt, int64_t n)
 {
     if (n <= 0) return;
-    convert_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS>>>(dst, dst_dt, src, src_dt, n);
+    convert_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
+        dst, dst_dt, src, src_dt, n);
     VNM_CUDA_LAUNCHED();
 }
 
@@ -113,7 +119,7 @@ double *vnm_cuda_scratch_doubles(int64_t n)
     return buf;
 }
 
-static void cuda_synchronize(void) { VNM_CUDA_CHECK(cudaDeviceSynchronize()); }
+static void cuda_synchronize(void) { VNM_CUDA_CHECK(cudaStreamSynchronize(vnm_cuda_stream())); }
 
 void vnm_cuda_register_memory(vnm_backend *be)
 {

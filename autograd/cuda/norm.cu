@@ -119,10 +119,11 @@ static void norm_bwd_params(float *dw, float *db, const float *dy, const float *
     chunks = (rows + per - 1) / per;
     int64_t cells = chunks * D;
     double *pw = vnm_cuda_scratch_doubles(2 * cells), *pb = pw + cells; /* [chunks, D] each */
-    norm_params_partial_kernel<<<vnm_cuda_blocks(cells), VNM_CUDA_THREADS>>>(
+    norm_params_partial_kernel<<<vnm_cuda_blocks(cells), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
         dw ? pw : NULL, db ? pb : NULL, dy, x, mean, rstd, rows, D, per, cells);
     VNM_CUDA_LAUNCHED();
-    norm_params_sum_kernel<<<vnm_cuda_blocks(D), VNM_CUDA_THREADS>>>(dw, db, pw, pb, chunks, D);
+    norm_params_sum_kernel<<<vnm_cuda_blocks(D), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
+        dw, db, pw, pb, chunks, D);
     VNM_CUDA_LAUNCHED();
 }
 
@@ -130,7 +131,7 @@ static void norm_fwd(float *y, float *mean, float *rstd, const float *x, const f
                      const float *b, int64_t rows, int64_t D, float eps)
 {
     if (rows <= 0) return;
-    norm_fwd_kernel<<<vnm_cuda_row_blocks(rows), VNM_CUDA_THREADS>>>(
+    norm_fwd_kernel<<<vnm_cuda_row_blocks(rows), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
         y, mean, rstd, x, w, b, rows, D, eps);
     VNM_CUDA_LAUNCHED();
 }
@@ -141,7 +142,8 @@ static void norm_bwd(float *dx, float *dw, float *db, const float *dy, const flo
 {
     if (rows <= 0 || D <= 0) return;
     if (dx) {
-        norm_bwd_input_kernel<<<vnm_cuda_row_blocks(rows), VNM_CUDA_THREADS>>>(
+        norm_bwd_input_kernel<<<vnm_cuda_row_blocks(rows), VNM_CUDA_THREADS, 0,
+                                vnm_cuda_stream()>>>(
             dx, dy, x, mean, rstd, w, rows, D);
         VNM_CUDA_LAUNCHED();
     }

@@ -44,10 +44,13 @@ static void cuda_sum_squares(double *out, const float *x, int64_t n)
     int64_t blocks = (n + VNM_CUDA_THREADS * SUMSQ_PER_THREAD - 1) /
                      (VNM_CUDA_THREADS * SUMSQ_PER_THREAD);
     if (blocks > SUMSQ_MAX_BLOCKS) blocks = SUMSQ_MAX_BLOCKS;
-    sum_squares_kernel<<<(unsigned)blocks, VNM_CUDA_THREADS>>>(x, n);
+    sum_squares_kernel<<<(unsigned)blocks, VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(x, n);
     VNM_CUDA_LAUNCHED();
     double partial[SUMSQ_MAX_BLOCKS];
-    VNM_CUDA_CHECK(cudaMemcpyFromSymbol(partial, sumsq_partial, (size_t)blocks * sizeof(double)));
+    VNM_CUDA_CHECK(cudaMemcpyFromSymbolAsync(partial, sumsq_partial,
+                                             (size_t)blocks * sizeof(double), 0,
+                                             cudaMemcpyDeviceToHost, vnm_cuda_stream()));
+    VNM_CUDA_CHECK(cudaStreamSynchronize(vnm_cuda_stream()));
     double total = 0.0;
     for (int64_t b = 0; b < blocks; b++) total += partial[b];
     *out = total;
@@ -78,7 +81,7 @@ static void cuda_sgd_step(float *p, const float *g, float *buf, int64_t n, doubl
                           bool first_step)
 {
     if (n <= 0) return;
-    sgd_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS>>>(
+    sgd_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
         p, g, buf, n, (float)-lr, (float)momentum, (float)(1.0 - dampening), (float)weight_decay,
         nesterov, first_step);
     VNM_CUDA_LAUNCHED();
@@ -116,7 +119,7 @@ static void cuda_adamw_step(float *p, const float *g, float *m, float *v, int64_
      * the subtraction, as the CPU backend's C17 build does. */
     volatile double lr_wd = lr * weight_decay;
     float w1 = (float)(1.0 - beta1);
-    adamw_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS>>>(
+    adamw_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
         p, g, m, v, n, (float)(1.0 - lr_wd), w1, (float)beta2, (float)(1.0 - beta2), (float)eps,
         (float)-(lr / bc1), (float)sqrt(bc2), fabsf(w1) < 0.5f);
     VNM_CUDA_LAUNCHED();

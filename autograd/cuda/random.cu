@@ -48,8 +48,8 @@ static void cuda_rng_uniform(float *x, int64_t n, float lo, float hi, uint64_t s
                              uint64_t offset)
 {
     if (n <= 0) return;
-    rng_uniform_kernel<<<vnm_cuda_blocks((n + 3) / 4), VNM_CUDA_THREADS>>>(x, n, lo, hi, seed,
-                                                                          offset);
+    rng_uniform_kernel<<<vnm_cuda_blocks((n + 3) / 4), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
+        x, n, lo, hi, seed, offset);
     VNM_CUDA_LAUNCHED();
 }
 
@@ -57,8 +57,8 @@ static void cuda_rng_normal(float *x, int64_t n, float mean, float std, uint64_t
                             uint64_t offset)
 {
     if (n <= 0) return;
-    rng_normal_kernel<<<vnm_cuda_blocks((n + 3) / 4), VNM_CUDA_THREADS>>>(x, n, mean, std, seed,
-                                                                         offset);
+    rng_normal_kernel<<<vnm_cuda_blocks((n + 3) / 4), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
+        x, n, mean, std, seed, offset);
     VNM_CUDA_LAUNCHED();
 }
 

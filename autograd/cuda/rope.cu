@@ -41,8 +41,8 @@ static void cuda_rope(float *y, const float *x, int64_t BH, int64_t T, int64_t D
     if (pairs <= 0 || BH <= 0) return;
     int64_t groups = (TARGET_THREADS + pairs - 1) / pairs;
     if (groups > BH) groups = BH;
-    rope_kernel<<<vnm_cuda_blocks(groups * pairs), VNM_CUDA_THREADS>>>(y, x, BH, T, D, pos_offset,
-                                                                       theta, inverse, groups);
+    rope_kernel<<<vnm_cuda_blocks(groups * pairs), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
+        y, x, BH, T, D, pos_offset, theta, inverse, groups);
     VNM_CUDA_LAUNCHED();
 }
 

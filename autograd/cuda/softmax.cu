@@ -54,7 +54,7 @@ __global__ static void softmax_bwd_kernel(float *dx, const float *y, const float
 static void cuda_softmax_fwd(float *y, const float *x, int64_t rows, int64_t D, bool take_log)
 {
     if (rows <= 0) return;
-    softmax_fwd_kernel<<<vnm_cuda_row_blocks(rows), VNM_CUDA_THREADS>>>(
+    softmax_fwd_kernel<<<vnm_cuda_row_blocks(rows), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
         y, x, rows, D, take_log);
     VNM_CUDA_LAUNCHED();
 }
@@ -63,7 +63,7 @@ static void cuda_softmax_bwd(float *dx, const float *y, const float *dy, int64_t
                              bool take_log)
 {
     if (rows <= 0) return;
-    softmax_bwd_kernel<<<vnm_cuda_row_blocks(rows), VNM_CUDA_THREADS>>>(
+    softmax_bwd_kernel<<<vnm_cuda_row_blocks(rows), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
         dx, y, dy, rows, D, take_log);
     VNM_CUDA_LAUNCHED();
 }
