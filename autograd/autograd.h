@@ -207,6 +207,19 @@ void vnm_node_reads(vnm_node *node, unsigned what);
  * of the step, except the tensor backward started from, must not be read; leaves (uploads,
  * vnm_tensor_new outside ops), parameters and their gradients stay. Off by default. */
 void vnm_ctx_set_free_in_backward(vnm_ctx *ctx, bool on);
+/* Activation checkpointing. A segment of the forward pass, out = fn(ctx, in, n_in, user), whose
+ * activations are not kept: with grad enabled, what fn's ops made for backward is given back as
+ * soon as fn returns, and backward runs fn again (same inputs, RNG position, training flag and
+ * matmul dtype) to back-propagate through it. The output and the gradients of the inputs and of
+ * every parameter fn reaches are those of calling fn directly, bit for bit, at the cost of a
+ * second forward of the segment; the step keeps the segment's inputs and output only
+ * (torchtune's enable_activation_checkpointing, per transformer block). fn must depend only on
+ * its inputs, the parameters it reaches and the RNG stream, and must not keep what it makes.
+ * Without grad, or with a linear hook set (calibration must see one run), fn just runs.
+ * 1 ≤ n_in ≤ VNM_NODE_MAX_IN. */
+typedef vnm_tensor *(*vnm_segment_fn)(vnm_ctx *ctx, vnm_tensor *const *in, int n_in, void *user);
+vnm_tensor *vnm_checkpoint(vnm_ctx *ctx, vnm_segment_fn fn, void *user, int n_in,
+                           vnm_tensor *const *in);
 /* Reverse-mode backward from a scalar: seeds d(loss) = 1. */
 vnm_status vnm_backward(vnm_ctx *ctx, vnm_tensor *loss);
 /* Reverse-mode backward from any tensor with an explicit seed gradient of the same shape. */

@@ -72,6 +72,17 @@ bool vnm_check_ndim(vnm_ctx *ctx, const char *op, const vnm_tensor *t, const cha
 bool vnm_check_kernel(vnm_ctx *ctx, const char *op, bool present); /* be->kernel != NULL */
 int vnm_norm_dim(vnm_ctx *ctx, const char *op, const vnm_tensor *t, int dim); /* -1 on error */
 
+/* vnm_tape_record without its checks: records whenever grad is enabled (a node whose gradient
+ * reaches parameters that are not among its inputs). */
+vnm_node *vnm_tape_push(vnm_ctx *ctx, const char *op, vnm_backward_fn fn, vnm_tensor *out,
+                        int n_in, vnm_tensor *const *in);
+/* Backward over the tape nodes first..last, in reverse, releasing as the context says; start is
+ * the tensor this backward started from (kept). */
+vnm_status vnm_tape_run(vnm_ctx *ctx, int64_t first, int64_t last, const vnm_tensor *start);
+/* Drops the nodes from first to the end of the tape, giving back what their ops made (outputs,
+ * owned saved tensors) except keep. */
+void vnm_tape_drop(vnm_ctx *ctx, int64_t first, const vnm_tensor *keep);
+
 /* Gives a step tensor back to the step arena at once: for a temporary an op made and no one else
  * holds (a converted operand, scratch), whatever the free-in-backward setting. */
 void vnm_step_release(vnm_ctx *ctx, vnm_tensor *t);

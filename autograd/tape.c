@@ -23,7 +23,12 @@ vnm_node *vnm_tape_record(vnm_ctx *ctx, const char *op, vnm_backward_fn fn, vnm_
     bool needed = false;
     for (int i = 0; i < n_in; i++)
         if (in[i] && in[i]->requires_grad) needed = true;
-    if (!needed) return NULL;
+    return needed ? vnm_tape_push(ctx, op, fn, out, n_in, in) : NULL;
+}
+
+vnm_node *vnm_tape_push(vnm_ctx *ctx, const char *op, vnm_backward_fn fn, vnm_tensor *out,
+                        int n_in, vnm_tensor *const *in)
+{
     if (ctx->tape_len == ctx->tape_cap) {
         int64_t cap = ctx->tape_cap ? ctx->tape_cap * 2 : 256;
         vnm_node **t = realloc(ctx->tape, (size_t)cap * sizeof *t);
@@ -134,11 +139,11 @@ static bool reads(const vnm_node *node, unsigned what)
     return !node->reads_declared || (node->reads & what);
 }
 
-/* As backward starts: the outputs of nodes 0..last that no backward reads (their gradients are
- * made and released later, by the nodes themselves). */
-static void release_unread(vnm_ctx *ctx, int64_t last, const vnm_tensor *start)
+/* As backward starts: the outputs of nodes first..last that no backward reads (their gradients
+ * are made and released later, by the nodes themselves). */
+static void release_unread(vnm_ctx *ctx, int64_t first, int64_t last, const vnm_tensor *start)
 {
-    for (int64_t i = 0; i <= last; i++) {
+    for (int64_t i = first; i <= last; i++) {
         vnm_node *node = ctx->tape[i];
         for (int k = 0; k < node->n_in; k++)
             if (node->in[k] && reads(node, VNM_READS_IN(k))) node->in[k]->read_in_backward = true;
@@ -146,18 +151,17 @@ static void release_unread(vnm_ctx *ctx, int64_t last, const vnm_tensor *start)
             if (node->saved[k]) node->saved[k]->read_in_backward = true;
         if (reads(node, VNM_READS_OUT)) node->out->read_in_backward = true;
     }
-    for (int64_t i = 0; i <= last; i++) {
+    for (int64_t i = first; i <= last; i++) {
         vnm_tensor *o = ctx->tape[i]->out;
         if (o->born == i && o != start && !o->read_in_backward) release(ctx, o);
     }
 }
 
-static vnm_status run_backward(vnm_ctx *ctx, vnm_tensor *out)
+vnm_status vnm_tape_run(vnm_ctx *ctx, int64_t first, int64_t last, const vnm_tensor *start)
 {
-    int64_t last = ctx->tape_len - 1;
-    while (last >= 0 && ctx->tape[last] != out->node) last--;
-    if (ctx->free_in_backward) release_unread(ctx, last, out);
-    for (int64_t i = last; i >= 0 && ctx->status == VNM_OK; i--) {
+    if (ctx->free_in_backward) release_unread(ctx, first, last, start);
+    /* ctx->tape is read afresh each time: a node's backward may record (and drop) nodes */
+    for (int64_t i = last; i >= first && ctx->status == VNM_OK; i--) {
         vnm_node *node = ctx->tape[i];
         if (node->out->grad) {
             if (ctx->profile)
@@ -165,9 +169,22 @@ static vnm_status run_backward(vnm_ctx *ctx, vnm_tensor *out)
             else
                 node->backward(ctx, node);
         }
-        if (ctx->free_in_backward) release_node(ctx, node, i, out);
+        if (ctx->free_in_backward) release_node(ctx, node, i, start);
     }
     return ctx->status;
+}
+
+void vnm_tape_drop(vnm_ctx *ctx, int64_t first, const vnm_tensor *keep)
+{
+    for (int64_t j = first; j < ctx->tape_len; j++) release_node(ctx, ctx->tape[j], j, keep);
+    ctx->tape_len = first;
+}
+
+static vnm_status run_backward(vnm_ctx *ctx, vnm_tensor *out)
+{
+    int64_t last = ctx->tape_len - 1;
+    while (last >= 0 && ctx->tape[last] != out->node) last--;
+    return vnm_tape_run(ctx, 0, last, out);
 }
 
 static bool backward_ok(vnm_ctx *ctx, const vnm_tensor *out)

@@ -85,18 +85,20 @@ static void test_cpu_one_step_prints_json(void **state)
     free(c.err);
 }
 
-/* Mixed precision: the case names the precision; f16 runs its loss scaling. */
-static void test_cpu_half_precisions(void **state)
+/* Mixed precision (f16 runs its loss scaling) and activation checkpointing: the case says so. */
+static void test_cpu_variants(void **state)
 {
     (void)state;
-    const char *precs[2] = {"bf16", "f16"};
-    for (int i = 0; i < 2; i++) {
+    const char *opt[3][2] = {{"--precision", "bf16"}, {"--precision", "f16"},
+                             {"--checkpointing", NULL}};
+    const char *tag[3] = {"bf16", "f16", "checkpointed"};
+    for (int i = 0; i < 3; i++) {
         const char *args[] = {"--batch", "4", "--steps", "1", "--reps", "1", "--warmup", "1",
-                              "--threads", "2", "--precision", precs[i]};
-        captured c = run(12, args);
+                              "--threads", "2", opt[i][0], opt[i][1]};
+        captured c = run(opt[i][1] ? 12 : 11, args);
         if (c.rc) fail_msg("exit %d: %s", c.rc, c.err);
         char want[64];
-        snprintf(want, sizeof want, "quickstart B=4 cpu 2t %s step", precs[i]);
+        snprintf(want, sizeof want, "quickstart B=4 cpu 2t %s step", tag[i]);
         tu_assert_has(c.out, want);
         free(c.out);
         free(c.err);
@@ -147,7 +149,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cpu_one_step_prints_json),
-        cmocka_unit_test(test_cpu_half_precisions),
+        cmocka_unit_test(test_cpu_variants),
         cmocka_unit_test(test_cuda_without_device_exits_2_with_reason),
         cmocka_unit_test(test_bad_options_exit_2),
     };

@@ -697,6 +697,89 @@ static char *run_llama(const char *dir, const char *name)
     return run_llama_recipe(dir, name, llama_recipe);
 }
 
+/* Runs the recipe file into dir/name with the overrides; returns the run directory. */
+static char *run_into(const char *dir, const char *recipe, const char *name,
+                      const char *const *extra, int n_extra)
+{
+    char *out = tu_path(dir, name), ov[4200];
+    snprintf(ov, sizeof ov, "run.output_dir=%s", out);
+    const char *ovs[8] = {ov};
+    for (int i = 0; i < n_extra; i++) ovs[1 + i] = extra[i];
+    assert_int_equal(run_cmd(false, recipe, ovs, 1 + n_extra), 0);
+    return out;
+}
+
+/* The value of "mem_bytes" in the train record of `step` (0 when absent). */
+static double train_mem(const char *metrics, int64_t step)
+{
+    char key[64];
+    snprintf(key, sizeof key, "{\"step\":%lld,\"stage\"", (long long)step);
+    const char *p = strstr(metrics, key), *m = p ? strstr(p, "\"mem_bytes\":") : NULL;
+    return m ? strtod(m + 12, NULL) : 0;
+}
+
+/* The run of `recipe` (with the overrides `extra`) with model.activation_checkpointing on logs the
+ * same loss at every step up to `last`, ends in byte-identical tensors (weights, masks, moments,
+ * RNG, data) and takes less memory in its first step. */
+static void check_checkpointing(const char *dir, const char *recipe, const char *tag,
+                                const char *const *extra, int n_extra, int64_t last)
+{
+    char plain[64], ck[64];
+    snprintf(plain, sizeof plain, "%s-plain", tag);
+    snprintf(ck, sizeof ck, "%s-checkpointed", tag);
+    const char *ov[8];
+    for (int i = 0; i < n_extra; i++) ov[i] = extra[i];
+    ov[n_extra] = "model.activation_checkpointing=true";
+    char *a = run_into(dir, recipe, plain, ov, n_extra);
+    char *b = run_into(dir, recipe, ck, ov, n_extra + 1);
+    char *ma = read_in(a, "metrics.jsonl"), *mb = read_in(b, "metrics.jsonl");
+    for (int64_t s = 1; s <= last; s++) {
+        char *x = train_loss(ma, s), *y = train_loss(mb, s);
+        assert_non_null(x);
+        if (!y || strcmp(x, y))
+            fail_msg("%s step %lld: loss %s, checkpointed %s", tag, (long long)s, x, y ? y : "-");
+        free(x);
+        free(y);
+    }
+    /* the first step's peak, before any evaluation (whose batch can be larger) adds its own */
+    if (!(train_mem(mb, 1) < train_mem(ma, 1)))
+        fail_msg("%s: %.0f bytes checkpointed, %.0f plain", tag, train_mem(mb, 1),
+                 train_mem(ma, 1));
+    char final[64];
+    snprintf(final, sizeof final, "ckpt/step_%08lld.h5", (long long)last);
+    char *fa = tu_path(a, final), *fb = tu_path(b, final);
+    assert_same_tensors(fa, fb);
+    free(fa), free(fb), free(ma), free(mb), free(a), free(b);
+}
+
+/* Activation checkpointing changes nothing but memory: the ViT through prune (calibrated by a
+ * linear hook, which runs segments once) and sparse_fixed, and through SR-STE's dynamic masks. */
+static void test_checkpointing_vit(void **state)
+{
+    REQUIRE_DATA();
+    const char *dir = *state;
+    char *mini = write_file(dir, "mini.yaml", mini_recipe);
+    char *srste = write_file(dir, "srste.yaml", srste_recipe);
+    const char *ov[2] = {"model.depth=3", "sparsity.score=ria"};
+    check_checkpointing(dir, mini, "mini", ov, 2, 12);
+    check_checkpointing(dir, srste, "srste", ov, 1, 12);
+    free(mini);
+    free(srste);
+}
+
+/* ... and the LLaMA through the three LoRA stages, the frozen base's layers taking inputs that
+ * need no gradient while their adapters do. */
+static void test_checkpointing_llama(void **state)
+{
+    const char *dir = *state;
+    char *recipe = write_file(dir, "lm.yaml", llama_recipe), *tok = write_tokens(dir), dp[4200];
+    snprintf(dp, sizeof dp, "data.path=%s", tok);
+    const char *ov[2] = {dp, "model.depth=3"};
+    check_checkpointing(dir, recipe, "lm", ov, 2, 24);
+    free(recipe);
+    free(tok);
+}
+
 /* Stage 1 keeps no mask (all ones); stage 2 chooses masks at its first step and then exactly
  * every 3 steps, each choice shifting the mask before it into the previous one; stage 3 keeps the
  * last mask unchanged; the final mask is a valid 16:2:4 mask; perplexity is logged dense,
@@ -907,6 +990,10 @@ int main(void)
                                         tu_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_ria_prune, tu_setup_tmpdir, tu_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_mixed_precision_runs, tu_setup_tmpdir,
+                                        tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_checkpointing_vit, tu_setup_tmpdir,
+                                        tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_checkpointing_llama, tu_setup_tmpdir,
                                         tu_teardown_tmpdir),
         cmocka_unit_test(test_quickstart_recipe),
         cmocka_unit_test(test_llama_recipes),

@@ -33,7 +33,8 @@
 static const char usage[] =
     "usage: vnm bench train [--model quickstart|deit_small|deit_tiny|RECIPE.yaml]\n"
     "                       [--device cpu|cuda] [--precision f32|bf16|f16] [--batch N]\n"
-    "                       [--threads N] [--reps N] [--steps N] [--warmup N] [--profile]\n"
+    "                       [--threads N] [--reps N] [--steps N] [--warmup N]\n"
+    "                       [--checkpointing] [--profile]\n"
     "\n"
     "Times the full ViT training step (forward, cross-entropy, backward, clipping if the recipe\n"
     "clips, AdamW, step reset) on one fixed synthetic batch (seeded; no dataset needed).\n"
@@ -49,6 +50,7 @@ static const char usage[] =
     "  --reps N      timed windows; the best is reported, all are listed (default 3)\n"
     "  --steps N     steps per window (default 10; deit on cpu: 2)\n"
     "  --warmup N    untimed steps first (default 3; deit on cpu: 1)\n"
+    "  --checkpointing  activation checkpointing of every block (model.activation_checkpointing)\n"
     "  --profile     then one more window with every op timed (device synchronised after\n"
     "                each op), printed as a table on stderr, largest first\n"
     "\n"
@@ -60,6 +62,7 @@ typedef struct {
     const char *model;
     vnm_device device;
     vnm_dtype precision; /* the matmul dtype */
+    bool checkpointing;
     int batch, threads, reps, steps, warmup; /* batch, steps, warmup: -1 = default */
     bool profile;
 } train_opts;
@@ -228,6 +231,7 @@ static int run(const train_opts *o)
     vnm_loss_scaler scaler_state = vnm_loss_scaler_init(65536.0f, 2000);
     vnm_loss_scaler *scaler = o->precision == VNM_DTYPE_F16 ? &scaler_state : NULL;
     vnm_vit *m = vnm_vit_new(ctx, &s.vit);
+    if (m) vnm_vit_set_checkpointing(m, o->checkpointing);
     vnm_optim *opt = NULL;
     vnm_tensor *x = NULL, *y = NULL;
     int np = m ? vnm_vit_param_count(m) : 0;
@@ -244,10 +248,11 @@ static int run(const train_opts *o)
     threads = omp_get_max_threads();
 #endif
     const vnm_vit_config *c = &s.vit;
-    char where[32];
+    char where[64];
     const char *prec = o->precision == VNM_DTYPE_F32 ? "" : vnm_dtype_name(o->precision);
-    if (cuda) snprintf(where, sizeof where, "cuda%s%s", *prec ? " " : "", prec);
-    else snprintf(where, sizeof where, "cpu %dt%s%s", threads, *prec ? " " : "", prec);
+    const char *ck = o->checkpointing ? " checkpointed" : "";
+    if (cuda) snprintf(where, sizeof where, "cuda%s%s%s", *prec ? " " : "", prec, ck);
+    else snprintf(where, sizeof where, "cpu %dt%s%s%s", threads, *prec ? " " : "", prec, ck);
     /* the config line tools/bench_vs_torch.sh compares with tools/bench_torch_step.py's */
     fprintf(stderr,
             "vnm bench train: %s on %s, best of %d windows of %d steps after %d warm-up steps\n"
@@ -324,7 +329,7 @@ static int parse_precision(const char *opt, const char *v, vnm_dtype *out)
 
 int vnm_cmd_bench_train(int argc, char **argv)
 {
-    train_opts o = {"quickstart", VNM_DEVICE_CPU, VNM_DTYPE_F32, -1, 0, 3, -1, -1, false};
+    train_opts o = {"quickstart", VNM_DEVICE_CPU, VNM_DTYPE_F32, false, -1, 0, 3, -1, -1, false};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
@@ -333,6 +338,9 @@ int vnm_cmd_bench_train(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "--profile")) {
             o.profile = true;
+            continue;
+        } else if (!strcmp(a, "--checkpointing")) {
+            o.checkpointing = true;
             continue;
         } else if (!strcmp(a, "--model")) {
             if (!v) return vnm_cli_missing("bench train", a);

@@ -92,6 +92,7 @@ typedef struct {
         double mlp_ratio;
         int64_t patch, image_size, in_chans, num_classes;
         double drop_path;
+        bool activation_checkpointing; /* per transformer block (vnm_checkpoint) */
         char *weights; /* safetensors path or NULL */
         /* llama: a transformers config.json (then the dims above are not used), or the dims above
          * with these; 0 takes the default named in the schema */

@@ -200,6 +200,7 @@ static int setup_model(llama_state *v)
     };
     v->m = vnm_llama_new(v->env->ctx, &c, &o);
     if (!v->m) return vnm_task_fail(v->env, 2, "model: %s", vnm_ctx_error(v->env->ctx));
+    vnm_llama_set_checkpointing(v->m, r->model.activation_checkpointing);
     if (w && vnm_llama_load(v->env->ctx, v->m, w, v->err, sizeof v->err))
         return vnm_task_fail(v->env, 2, "model.weights: %s", v->err);
     v->masks = calloc((size_t)v->m->n_linears, sizeof *v->masks);

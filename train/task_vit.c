@@ -116,6 +116,7 @@ static int setup_model(vnm_task_vit_state *v)
         return vnm_task_fail(env, 2, "model.size: %s", v->err);
     v->m = vnm_vit_new(env->ctx, &cfg);
     if (!v->m) return vnm_task_fail(env, 2, "model: %s", vnm_ctx_error(env->ctx));
+    vnm_vit_set_checkpointing(v->m, r->model.activation_checkpointing);
     if (r->model.weights &&
         vnm_vit_load(env->ctx, v->m, r->model.weights, NULL, 0, v->err, sizeof v->err))
         return vnm_task_fail(env, 2, "model.weights: %s", v->err);

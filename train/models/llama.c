@@ -660,6 +660,7 @@ vnm_llama *vnm_llama_new(vnm_ctx *ctx, const vnm_llama_config *cfg, const vnm_ll
         vnm_llama_free(m);
         return NULL;
     }
+    for (int64_t i = 0; i < L; i++) m->layers[i].model = m;
     vnm_dtype wdtype = opt->frozen ? opt->base_dtype : VNM_DTYPE_F32;
     vnm_status st = build(ctx, m, wdtype) ? VNM_OK : vnm_ctx_status(ctx);
     if (st == VNM_OK && !opt->skip_init) st = init_weights(ctx, m);
@@ -798,6 +799,19 @@ static vnm_tensor *mlp_block(vnm_ctx *ctx, const vnm_llama *m, vnm_llama_layer *
     return vnm_add(ctx, x, vnm_llama_linear_forward(ctx, &y->down_proj, vnm_swiglu(ctx, g, u)));
 }
 
+static vnm_tensor *layer_forward(vnm_ctx *ctx, vnm_llama_layer *y, vnm_tensor *x)
+{
+    return mlp_block(ctx, y->model, y, attn_block(ctx, y->model, y, x, y->pos));
+}
+
+static vnm_tensor *layer_segment(vnm_ctx *ctx, vnm_tensor *const *in, int n_in, void *layer)
+{
+    (void)n_in;
+    return layer_forward(ctx, layer, in[0]);
+}
+
+void vnm_llama_set_checkpointing(vnm_llama *m, bool on) { m->checkpoint_layers = on; }
+
 static bool is_id_dtype(vnm_dtype dt) { return dt == VNM_DTYPE_I32 || dt == VNM_DTYPE_I64; }
 
 vnm_tensor *vnm_llama_forward(vnm_ctx *ctx, vnm_llama *m, vnm_tensor *ids, int64_t pos_offset)
@@ -814,8 +828,12 @@ vnm_tensor *vnm_llama_forward(vnm_ctx *ctx, vnm_llama *m, vnm_tensor *ids, int64
         return NULL;
     }
     vnm_tensor *x = vnm_embedding(ctx, ids, m->embed_tokens); // [B, T, D]
-    for (int64_t i = 0; i < m->cfg.num_hidden_layers; i++)
-        x = mlp_block(ctx, m, &m->layers[i], attn_block(ctx, m, &m->layers[i], x, pos_offset));
+    for (int64_t i = 0; i < m->cfg.num_hidden_layers; i++) {
+        vnm_llama_layer *y = &m->layers[i];
+        y->pos = pos_offset;
+        x = m->checkpoint_layers ? vnm_checkpoint(ctx, layer_segment, y, 1, &x)
+                                 : layer_forward(ctx, y, x);
+    }
     x = vnm_rmsnorm(ctx, x, m->norm, (float)m->cfg.rms_norm_eps);
     return vnm_llama_linear_forward(ctx, &m->lm_head, x); // [B, T, vocab]
 }

@@ -91,6 +91,8 @@ typedef struct {
     vnm_llama_linear q_proj, k_proj, v_proj, o_proj;
     vnm_tensor *post_attention_layernorm; /* [hidden] */
     vnm_llama_linear gate_proj, up_proj, down_proj;
+    struct vnm_llama *model; /* the layer's model and the forward's position offset, for */
+    int64_t pos;             /* activation checkpointing */
 } vnm_llama_layer;
 
 /* One entry of the state dict. For a linear's weight, tensor is the linear's current weight. */
@@ -100,7 +102,7 @@ typedef struct {
     vnm_llama_linear *linear; /* the layer of "<linear>.weight" / ".bias"; NULL otherwise */
 } vnm_llama_param;
 
-typedef struct {
+typedef struct vnm_llama {
     vnm_llama_config cfg;
     vnm_tensor *embed_tokens; /* [vocab, hidden] */
     vnm_llama_layer *layers;  /* [num_hidden_layers] */
@@ -110,6 +112,7 @@ typedef struct {
     vnm_llama_linear **linears; /* per layer q, k, v, o, gate, up, down; then lm_head */
     int n_params;
     vnm_llama_param *params; /* see vnm_llama_param_at */
+    bool checkpoint_layers;  /* vnm_llama_set_checkpointing */
 } vnm_llama;
 
 typedef struct {
@@ -126,6 +129,9 @@ typedef struct {
  * message on ctx for a bad config or options. */
 vnm_llama *vnm_llama_new(vnm_ctx *ctx, const vnm_llama_config *cfg, const vnm_llama_options *opt);
 void vnm_llama_free(vnm_llama *m);
+/* Activation checkpointing of every decoder layer (vnm_checkpoint): the forward keeps the layers'
+ * inputs only and backward runs each layer again; same results, about one more forward. */
+void vnm_llama_set_checkpointing(vnm_llama *m, bool on);
 
 /* Makes the base non-trainable for adapter training: every linear weight (lm_head included unless
  * tied) becomes a persistent buffer of dtype (f32, bf16 or f16; round to nearest even) that does

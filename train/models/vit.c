@@ -253,6 +253,10 @@ vnm_vit *vnm_vit_new(vnm_ctx *ctx, const vnm_vit_config *cfg)
         vnm_vit_free(m);
         return NULL;
     }
+    for (int64_t i = 0; i < cfg->depth; i++) {
+        m->blocks[i].model = m;
+        m->blocks[i].index = i;
+    }
     if (!build(ctx, m) || (!cfg->skip_init && init_weights(ctx, m) != VNM_OK)) {
         vnm_ctx_fail(ctx, VNM_ERR_RUNTIME, "vit: cannot allocate or initialise the parameters");
         vnm_vit_free(m);
@@ -273,6 +277,8 @@ void vnm_vit_free(vnm_vit *m)
     free(m->params);
     free(m);
 }
+
+void vnm_vit_set_checkpointing(vnm_vit *m, bool on) { m->checkpoint_blocks = on; }
 
 int vnm_vit_param_count(const vnm_vit *m) { return m->n_params; }
 
@@ -368,6 +374,24 @@ static vnm_tensor *mlp_branch(vnm_ctx *ctx, vnm_vit_block *b, vnm_tensor *x)
     return vnm_add(ctx, x, vnm_drop_path(ctx, h, b->drop_path));
 }
 
+/* One block. The heads read the prefix tokens (class, distillation) of the last block's output
+ * alone, so that block computes only their rows after its keys and values: the same logits and
+ * gradients for 1/T of its attention output, projection and MLP. Not while a linear hook
+ * (calibration) wants every token's activations. */
+static vnm_tensor *block_forward(vnm_ctx *ctx, vnm_vit_block *b, vnm_tensor *x)
+{
+    const vnm_vit *m = b->model;
+    bool last = b->index == m->cfg.depth - 1;
+    int64_t keep = last && !vnm_ctx_has_linear_hook(ctx) ? m->num_prefix : 0;
+    return mlp_branch(ctx, b, attn_branch(ctx, m, b, x, keep));
+}
+
+static vnm_tensor *block_segment(vnm_ctx *ctx, vnm_tensor *const *in, int n_in, void *block)
+{
+    (void)n_in;
+    return block_forward(ctx, block, in[0]);
+}
+
 /* the token at position `pos` of x[B, T, D] through a head: [B, classes] */
 static vnm_tensor *pool_head(vnm_ctx *ctx, vnm_vit_linear *head, vnm_tensor *x, int64_t pos)
 {
@@ -404,14 +428,9 @@ vnm_tensor *vnm_vit_forward(vnm_ctx *ctx, vnm_vit *m, vnm_tensor *images,
         parts[1] = x;
     }
     x = vnm_add(ctx, vnm_concat(ctx, n, parts, 1), m->pos_embed); // [B, T, D]
-    /* The heads read the prefix tokens (class, distillation) of the last block's output alone,
-     * so that block computes only their rows after its keys and values: the same logits and
-     * gradients for 1/T of its attention output, projection and MLP. Not while a linear hook
-     * (calibration) wants every token's activations. */
-    int64_t keep = vnm_ctx_has_linear_hook(ctx) ? 0 : m->num_prefix;
     for (int64_t i = 0; i < c->depth; i++)
-        x = mlp_branch(ctx, &m->blocks[i],
-                       attn_branch(ctx, m, &m->blocks[i], x, i == c->depth - 1 ? keep : 0));
+        x = m->checkpoint_blocks ? vnm_checkpoint(ctx, block_segment, &m->blocks[i], 1, &x)
+                                 : block_forward(ctx, &m->blocks[i], x);
     x = vnm_layernorm(ctx, x, m->norm_w, m->norm_b, VNM_VIT_LN_EPS);
     if (!x) return NULL;
     vnm_tensor *logits = pool_head(ctx, &m->head, x, 0); // [B, classes]

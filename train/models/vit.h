@@ -61,9 +61,11 @@ typedef struct {
     vnm_vit_linear qkv, proj, fc1, fc2;
     vnm_tensor *norm2_w, *norm2_b; /* [D] */
     float drop_path;
+    struct vnm_vit *model; /* the block's model, for activation checkpointing */
+    int64_t index;
 } vnm_vit_block;
 
-typedef struct {
+typedef struct vnm_vit {
     vnm_vit_config cfg;
     int64_t grid, num_patches, num_prefix, head_dim, mlp_hidden;
     vnm_vit_linear patch_embed;  /* "patch_embed.proj", weight [D, C, p, p] */
@@ -78,12 +80,16 @@ typedef struct {
     vnm_vit_linear **linears;    /* in timm state-dict order */
     int n_params;
     struct vnm_vit_param *params; /* see vnm_vit_param_at */
+    bool checkpoint_blocks;       /* vnm_vit_set_checkpointing */
 } vnm_vit;
 
 /* Builds the model and initialises it like timm's default ('' mode). NULL with a message on ctx
  * for a bad config. */
 vnm_vit *vnm_vit_new(vnm_ctx *ctx, const vnm_vit_config *cfg);
 void vnm_vit_free(vnm_vit *m);
+/* Activation checkpointing of every block (vnm_checkpoint): the forward keeps the blocks' inputs
+ * only and backward runs each block again; same results, about one more forward of compute. */
+void vnm_vit_set_checkpointing(vnm_vit *m, bool on);
 /* The training step the SR-STE linears' masks are due for (their mask updates follow it). */
 void vnm_vit_set_step(vnm_vit *m, int64_t step);
 
