@@ -11,6 +11,7 @@
  * out tensors a caller made and an op merely passed on. Outputs no backward reads (each node
  * declares what it reads, vnm_node_reads; saved tensors always count as read) are released as
  * backward starts: only their shapes are used from then on. */
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "internal.h"
@@ -116,7 +117,10 @@ static void release(vnm_ctx *ctx, vnm_tensor *t)
     if (!t || t->persistent || t->released) return;
     t->released = true;
     vnm_tensor *owner = t->base ? t->base : t;
-    if (owner->persistent || --owner->holders > 0) return;
+    if (owner->persistent || --owner->holders != 0) return;
+    /* given back once: a view made of the storage afterwards (for its shape) cannot bring the
+     * count back to zero */
+    owner->holders = INT32_MIN / 2;
     vnm_arena_free(&ctx->step_data, owner->data,
                    (size_t)vnm_numel(owner) * vnm_dtype_size(owner->dtype));
 }
