@@ -32,19 +32,6 @@ typedef struct {
 
 /* ---- contexts ---- */
 
-static vnm_ctx *cuda_ctx_or_skip(void)
-{
-    char reason[256];
-    if (!vnm_device_available(VNM_DEVICE_CUDA, reason, sizeof reason)) {
-        print_message("# skipped: %s\n", reason);
-        skip();
-    }
-    vnm_ctx_config cfg = {VNM_DEVICE_CUDA, 1234, 0};
-    vnm_ctx *ctx = vnm_ctx_create(&cfg);
-    assert_non_null(ctx);
-    return ctx;
-}
-
 static vnm_ctx *cpu_ctx(void)
 {
     vnm_ctx_config cfg = {VNM_DEVICE_CPU, 1234, 0};
@@ -122,7 +109,7 @@ static void assert_agree(const char *what, const float *cpu, const float *cuda, 
 static void test_case(void **state)
 {
     const bk_case *c = *state;
-    vnm_ctx *gpu = cuda_ctx_or_skip();
+    vnm_ctx *gpu = tu_cuda_ctx_or_skip();
     vnm_ctx *cpu = cpu_ctx();
     vnm_tensor *in_cpu[MAX_IN], *in_gpu[MAX_IN];
     bk_result a = run_case(cpu, c, in_cpu), b = run_case(gpu, c, in_gpu);
@@ -390,7 +377,7 @@ static const bk_case cases[] = {
 static void test_random_fills(void **state)
 {
     (void)state;
-    vnm_ctx *gpu = cuda_ctx_or_skip(), *cpu = cpu_ctx();
+    vnm_ctx *gpu = tu_cuda_ctx_or_skip(), *cpu = cpu_ctx();
     const int64_t n = 100003; /* not a multiple of 4 */
     vnm_tensor *u[2], *g[2];
     vnm_ctx *ctxs[2] = {cpu, gpu};
@@ -413,7 +400,7 @@ static void test_random_fills(void **state)
 static void test_dtype_conversion(void **state)
 {
     (void)state;
-    vnm_ctx *gpu = cuda_ctx_or_skip(), *cpu = cpu_ctx();
+    vnm_ctx *gpu = tu_cuda_ctx_or_skip(), *cpu = cpu_ctx();
     enum { N = 4099 };
     float *h = host_uniform(N, -70000, 70000, 3);
     h[0] = NAN, h[1] = INFINITY, h[2] = -0.0f, h[3] = 1e-40f, h[4] = 65520.0f, h[5] = 3e-8f;
@@ -443,7 +430,7 @@ static void test_dtype_conversion(void **state)
 static void test_optimiser_updates(void **state)
 {
     (void)state;
-    vnm_ctx *gpu = cuda_ctx_or_skip(), *cpu = cpu_ctx();
+    vnm_ctx *gpu = tu_cuda_ctx_or_skip(), *cpu = cpu_ctx();
     const int64_t n = 70001;
     vnm_ctx *ctxs[2] = {cpu, gpu};
     float *res[2][3];

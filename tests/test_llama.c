@@ -287,6 +287,15 @@ static void test_conformance_tiny(void **state)
     check_hf_case(((lf_env *)*state)->ctx, "llama_tiny");
 }
 
+/* The same checks on the CUDA backend (the fixtures are transformers' own numbers). */
+static void test_conformance_cuda(void **state)
+{
+    (void)state;
+    vnm_ctx *ctx = tu_cuda_ctx_or_skip();
+    check_hf_case(ctx, "llama_tiny");
+    vnm_ctx_destroy(ctx);
+}
+
 static void test_conformance_tied(void **state)
 {
     check_hf_case(((lf_env *)*state)->ctx, "llama_tied");
@@ -937,6 +946,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_config_save, tu_setup_tmpdir, tu_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_conformance_tiny, lf_setup, lf_teardown),
         cmocka_unit_test_setup_teardown(test_conformance_tied, lf_setup, lf_teardown),
+        cmocka_unit_test(test_conformance_cuda),
         cmocka_unit_test_setup_teardown(test_bf16_shards, lf_setup, lf_teardown),
         cmocka_unit_test_setup_teardown(test_frozen_bf16, lf_setup, lf_teardown),
         cmocka_unit_test_setup_teardown(test_save_load_round_trip, lf_setup, lf_teardown),

@@ -14,6 +14,19 @@ vnm_ctx *tu_ctx(void)
     return vnm_ctx_create(&cfg);
 }
 
+vnm_ctx *tu_cuda_ctx_or_skip(void)
+{
+    char reason[256];
+    if (!vnm_device_available(VNM_DEVICE_CUDA, reason, sizeof reason)) {
+        print_message("# skipped: %s\n", reason);
+        skip();
+    }
+    vnm_ctx_config cfg = {VNM_DEVICE_CUDA, 1234, 0};
+    vnm_ctx *ctx = vnm_ctx_create(&cfg);
+    assert_non_null(ctx);
+    return ctx;
+}
+
 int tu_setup(void **state)
 {
     *state = tu_ctx();

@@ -14,6 +14,8 @@
 
 /* A CPU context with a fixed seed. */
 vnm_ctx *tu_ctx(void);
+/* A CUDA context with the same seed, or the test is skipped with the reason (no device). */
+vnm_ctx *tu_cuda_ctx_or_skip(void);
 /* cmocka setup/teardown that put a fresh context in *state. */
 int tu_setup(void **state);
 int tu_teardown(void **state);

@@ -143,6 +143,15 @@ static void test_timm_conformance(void **state)
     check_timm_case(*state, "vit_small_case.safetensors", false);
 }
 
+/* (1) on the CUDA backend: the same logits, loss and gradients as timm. */
+static void test_timm_conformance_cuda(void **state)
+{
+    (void)state;
+    vnm_ctx *ctx = tu_cuda_ctx_or_skip();
+    check_timm_case(ctx, "vit_small_case.safetensors", false);
+    vnm_ctx_destroy(ctx);
+}
+
 /* (1b) timm's VisionTransformerDistilled in eval: mean of the two heads. */
 static void test_timm_conformance_distilled(void **state)
 {
@@ -878,6 +887,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_last_block_prefix_rows, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_timm_conformance, tu_setup, tu_teardown),
+        cmocka_unit_test(test_timm_conformance_cuda),
         cmocka_unit_test_setup_teardown(test_timm_conformance_distilled, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_timm_conformance_deit_tiny, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_gradcheck, tu_setup, tu_teardown),

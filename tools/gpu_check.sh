@@ -3,7 +3,9 @@
 # test program (the CUDA cases of tests/test_backends.c compare each op with the CPU backend), runs
 # the GPU benchmarks (linear op vs raw cuBLAS, f32 and bf16; training step of the quickstart model
 # and of a DeiT-small-shaped model on synthetic data, images/s, the latter also with bf16 products)
-# and writes a report (card, driver, CUDA, results) to gpu_check_report.md.
+# and a short LLaMA `vnm train` + `vnm resume` on the GPU (bf16 products, frozen bf16 base,
+# activation checkpointing), and writes a report (card, driver, CUDA, results) to
+# gpu_check_report.md.
 #
 #   tools/gpu_check.sh [--build-dir DIR] [--prebuilt] [--report PATH] [--no-bench]
 #
@@ -12,9 +14,10 @@
 #                    machine with the -dev packages); shared libraries it needs that this machine
 #                    lacks can be put in DIR/lib, which is added to LD_LIBRARY_PATH
 #   --report PATH    where the report goes (default gpu_check_report.md in the source root)
-#   --no-bench       tests only
+#   --no-bench       tests only (no benchmarks, no training run)
 #
-# Exit status: 0 when every test passed (skips included) and every benchmark ran, 1 otherwise.
+# Exit status: 0 when every test passed (skips included) and every benchmark and the training run
+# ran, 1 otherwise.
 set -uo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,7 +31,7 @@ while [ $# -gt 0 ]; do
     --prebuilt) prebuilt=1 ;;
     --report) report=$2; shift ;;
     --no-bench) bench=0 ;;
-    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_check: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -117,5 +120,46 @@ if [ "$bench" = 1 ]; then
     run_bench train --model quickstart --device cpu
 fi
 
+# ---- end to end: `vnm train` on the GPU ----
+# A LLaMA of the language-model quickstart's shape on this repository's own text (no data set to
+# fetch), dense then lora_dense (the LoRA stages after them run on the CPU), with bf16 products,
+# a frozen bf16 base and activation checkpointing; then its checkpoint resumed for one more step.
+train_failed=0
+if [ "$bench" = 1 ]; then
+    vnm=$build/train/vnm
+    run_train() {
+        echo "### vnm $*" >>"$report"
+        echo '```' >>"$report"
+        if "$vnm" "$@" >"$log/train.out" 2>&1; then
+            grep -E '^(step [0-9]+/|eval |done|resume)' "$log/train.out" | tail -6 >>"$report"
+        else
+            train_failed=1
+            echo "FAILED:" >>"$report"
+            tail -8 "$log/train.out" >>"$report"
+        fi
+        echo '```' >>"$report"
+    }
+    echo "## Training on the GPU" >>"$report"
+    "$vnm" tokenize --out "$log/tok" --doc-sep '' --val-every 4 "$root"/README.md \
+        "$root"/tools/bench/RESULTS.md "$root"/recipes/*.yaml >/dev/null 2>&1 || train_failed=1
+    cat >"$log/llm.yaml" <<'YAML'
+run: {name: gpu_check_llm, seed: 0, device: cuda, precision: bf16}
+model: {arch: llama, size: custom, embed_dim: 128, depth: 4, heads: 4, kv_heads: 2,
+        mlp_ratio: 2.75, activation_checkpointing: true}
+data: {dataset: tokens, seq_len: 128, batch_size: 16}
+lora: {rank: 16, alpha: 32, targets: [all-linear], base_dtype: bf16}
+optim: {name: adamw, lr: 0.003, weight_decay: 0.01, clip_grad_norm: 1.0}
+schedule: {name: cosine, warmup_fraction: 0.05, min_lr: 0.0001, per_stage: true}
+stages:
+  - {name: pretrain, kind: dense, steps: 200}
+  - {name: lora_dense, kind: lora_dense, steps: 50, optim: {lr: 0.001}}
+checkpoint: {every: 100}
+log: {every: 50}
+YAML
+    run_train train "$log/llm.yaml" "data.path=$log/tok" "run.output_dir=$log/llm"
+    run_train resume "$log/llm/ckpt/step_00000200.h5" "run.output_dir=$log/llm-resumed" \
+        "stages.lora_dense.steps=1"
+fi
+
 echo "gpu_check: $passed passed, $failed failed, $skipped skipped; report in $report"
-[ "$failed" = 0 ] && [ "$bench_failed" = 0 ]
+[ "$failed" = 0 ] && [ "$bench_failed" = 0 ] && [ "$train_failed" = 0 ]
