@@ -158,6 +158,9 @@ vnm_status vnm_tensor_to_host(vnm_ctx *ctx, const vnm_tensor *t, void *host); /*
 vnm_status vnm_tensor_from_host(vnm_ctx *ctx, vnm_tensor *t, const void *host); /* contiguous t */
 vnm_status vnm_tensor_fill(vnm_ctx *ctx, vnm_tensor *t, float value);
 float vnm_item(vnm_ctx *ctx, const vnm_tensor *t); /* first element as float; NaN on error */
+/* Gives a step tensor back to the step arena now, e.g. a converted copy its caller made and no
+ * one else holds (views of it keep the storage until they go too). It must not be used again. */
+void vnm_release(vnm_ctx *ctx, vnm_tensor *t);
 /* Converts between float dtypes (f32, bf16, f16); no gradient. */
 vnm_tensor *vnm_to_dtype(vnm_ctx *ctx, vnm_tensor *x, vnm_dtype dt);
 
@@ -298,6 +301,9 @@ vnm_tensor *vnm_rope(vnm_ctx *ctx, vnm_tensor *x, int64_t pos_offset, float thet
 /* regularisation: identity unless the context is training and p > 0 */
 vnm_tensor *vnm_dropout(vnm_ctx *ctx, vnm_tensor *x, float p);
 vnm_tensor *vnm_drop_path(vnm_ctx *ctx, vnm_tensor *x, float p); /* per sample along dim 0 */
+/* y = x ⊙ mask for a given u8 mask of x's shape (1 keeps, 0 gives 0), e.g. a V:N:M mask on a
+ * dense weight; differentiable to x (dx = dy ⊙ mask). The mask must outlive the step. */
+vnm_tensor *vnm_mask(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *mask);
 /* losses, mean-reduced to shape [1] */
 /* logits[N, C], labels (i32/i64)[N]; rows whose label == ignore_index do not count */
 vnm_tensor *vnm_cross_entropy(vnm_ctx *ctx, vnm_tensor *logits, vnm_tensor *labels,

@@ -52,8 +52,8 @@ static void checkpoint_backward(vnm_ctx *ctx, vnm_node *node)
     vnm_tape_drop(ctx, first, NULL);
     for (int i = 0; i < n; i++) {
         if (xs[i]->grad) vnm_grad_take(ctx, node->in[i], xs[i]->grad);
-        vnm_step_release(ctx, xs[i]->grad);
-        vnm_step_release(ctx, xs[i]);
+        vnm_release(ctx, xs[i]->grad);
+        vnm_release(ctx, xs[i]);
     }
 }
 

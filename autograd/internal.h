@@ -83,10 +83,6 @@ vnm_status vnm_tape_run(vnm_ctx *ctx, int64_t first, int64_t last, const vnm_ten
  * owned saved tensors) except keep. */
 void vnm_tape_drop(vnm_ctx *ctx, int64_t first, const vnm_tensor *keep);
 
-/* Gives a step tensor back to the step arena at once: for a temporary an op made and no one else
- * holds (a converted operand, scratch), whatever the free-in-backward setting. */
-void vnm_step_release(vnm_ctx *ctx, vnm_tensor *t);
-
 /* Runs node's backward timed for the profile (ctx->profile must be set). */
 void vnm_profile_backward(vnm_ctx *ctx, vnm_node *node);
 

@@ -1,5 +1,5 @@
-/* autograd/op_dropout.c — dropout (per element) and drop-path (per sample along dim 0, as timm's
- * DropPath). Both are the identity, returning x itself with no tape node, unless the context is
+/* autograd/op_dropout.c — dropout (per element), drop-path (per sample along dim 0, as timm's
+ * DropPath) and the product with a given mask (vnm_mask: dropout's kernels at p = 0). Both are the identity, returning x itself with no tape node, unless the context is
  * training and p > 0. Kept values are scaled by 1/(1-p) so the expectation is unchanged. The keep
  * decisions come from the context's Philox stream (one reserved block per four decisions) and are
  * saved on the node as a u8 step tensor, so backward replays exactly the forward's mask. */
@@ -50,6 +50,32 @@ vnm_tensor *vnm_dropout(vnm_ctx *ctx, vnm_tensor *x, float p)
         vnm_node_own(node, 0, mask);
         node->farg[0] = p;
     }
+    return y;
+}
+
+vnm_tensor *vnm_mask(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *mask)
+{
+    static const char *op = "mask";
+    if (!x || !mask) return NULL;
+    char s1[96], s2[96];
+    if (!vnm_check_f32(ctx, op, x, "input") ||
+        !vnm_check_kernel(ctx, op, ctx->be->dropout_bwd != NULL))
+        return NULL;
+    if (mask->dtype != VNM_DTYPE_U8 || !vnm_same_shape(x, mask) || !vnm_is_contiguous(mask) ||
+        mask->device != x->device) {
+        vnm_ctx_fail(ctx, VNM_ERR_INPUT, "mask: the mask %s must be a contiguous u8 tensor of the "
+                     "input's shape %s on its device", vnm_shape_str(mask, s1, sizeof s1),
+                     vnm_shape_str(x, s2, sizeof s2));
+        return NULL;
+    }
+    x = vnm_contiguous(ctx, x);
+    if (!x) return NULL;
+    vnm_tensor *y = vnm_tensor_new(ctx, VNM_DTYPE_F32, x->ndim, x->shape); /* zeros, then += */
+    if (!y) return NULL;
+    ctx->be->dropout_bwd(VNM_F32(y), mask->data, VNM_F32(x), vnm_numel(x), 0.0f);
+    vnm_node *node = vnm_tape_record(ctx, op, dropout_backward, y, 1, &x);
+    vnm_node_reads(node, 0);
+    if (node) node->saved[0] = mask; /* the caller's: not owned */
     return y;
 }
 

@@ -4,7 +4,7 @@
  * backend's fused product with the bias epilogue when it has one (linear_fwd).
  *
  * Operands in another dtype than the product's are converted into step temporaries given back
- * right after the product (vnm_step_release), so the step keeps no second copy of an activation:
+ * right after the product (vnm_release), so the step keeps no second copy of an activation:
  *   - mixed precision (vnm_ctx_set_matmul_dtype bf16/f16): x, dy (and matmul's a, b) are rounded
  *     to the half dtype for each product, forward and backward; the half copy of a weight is kept
  *     on the node from forward to backward (as PyTorch's autocast caches it), and a frozen weight
@@ -23,7 +23,7 @@ static vnm_tensor *temp_as(vnm_ctx *ctx, vnm_tensor *t, vnm_dtype dt)
 
 static void temp_done(vnm_ctx *ctx, vnm_tensor *tmp, const vnm_tensor *t)
 {
-    if (tmp && tmp != t) vnm_step_release(ctx, tmp);
+    if (tmp && tmp != t) vnm_release(ctx, tmp);
 }
 
 /* C = op(A)·op(B) + beta·C over `batch` matrices (gemm_batched's arguments, alpha 1), with A and

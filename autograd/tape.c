@@ -125,7 +125,7 @@ static void release(vnm_ctx *ctx, vnm_tensor *t)
                    (size_t)vnm_numel(owner) * vnm_dtype_size(owner->dtype));
 }
 
-void vnm_step_release(vnm_ctx *ctx, vnm_tensor *t) { release(ctx, t); }
+void vnm_release(vnm_ctx *ctx, vnm_tensor *t) { release(ctx, t); }
 
 /* After node j's backward: what its op made for it (see the top of the file). `start` is the
  * tensor backward started from, which the caller may still read. */

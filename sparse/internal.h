@@ -13,5 +13,7 @@ bool vnm_sparse_linear_check(vnm_ctx *ctx, const char *op, const vnm_tensor *x, 
 
 /* A malloc'd f32 host copy of a f32/bf16/f16 tensor (NULL with a message on ctx on failure). */
 float *vnm_lora_weight_to_f32(vnm_ctx *ctx, const vnm_tensor *W);
+/* Uploads the masks to l->mask_dev / l->pruned_dev (the dense form), creating them first. */
+vnm_status vnm_lora_refresh_dense_masks(vnm_ctx *ctx, vnm_lora *l);
 
 #endif

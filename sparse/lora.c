@@ -199,6 +199,41 @@ static vnm_status refresh_kept(vnm_ctx *ctx, vnm_lora *l, const float *W)
     return st;
 }
 
+/* dst[O, I] u8 on the device ← m (or its complement), created on the first call */
+static vnm_status upload_mask(vnm_ctx *ctx, const vnm_lora *l, vnm_tensor **dst,
+                              const uint8_t *m, bool complement, const char *suffix)
+{
+    size_t n = (size_t)(l->O * l->I);
+    uint8_t *h = complement ? malloc(n + 1) : NULL;
+    if (complement && !h)
+        return vnm_ctx_fail(ctx, VNM_ERR_RUNTIME, "lora '%s': out of memory", l->module);
+    for (size_t k = 0; complement && k < n; k++) h[k] = !m[k];
+    char name[256];
+    snprintf(name, sizeof name, "%s.%s", l->module, suffix);
+    if (!*dst) *dst = vnm_buffer_new(ctx, VNM_DTYPE_U8, 2, VNM_SHAPE(l->O, l->I), name);
+    vnm_status st = *dst ? vnm_tensor_from_host(ctx, *dst, h ? h : m) : vnm_ctx_status(ctx);
+    free(h);
+    return st;
+}
+
+vnm_status vnm_lora_refresh_dense_masks(vnm_ctx *ctx, vnm_lora *l)
+{
+    vnm_status st = upload_mask(ctx, l, &l->mask_dev, l->mask, false, "lora_mask_dev");
+    if (st == VNM_OK && l->prev_mask)
+        st = upload_mask(ctx, l, &l->pruned_dev, l->prev_mask, true, "lora_pruned_dev");
+    return st;
+}
+
+/* The masked mode's layout after a mask change: kept (the compressed form) on the CPU, the device
+ * masks of the dense form elsewhere, and on the CPU too once a dense-form call made them. */
+static vnm_status refresh_layout(vnm_ctx *ctx, vnm_lora *l, const float *W)
+{
+    bool cpu = vnm_ctx_device(ctx) == VNM_DEVICE_CPU;
+    vnm_status st = cpu ? refresh_kept(ctx, l, W) : VNM_OK;
+    if (st == VNM_OK && (!cpu || l->mask_dev)) st = vnm_lora_refresh_dense_masks(ctx, l);
+    return st;
+}
+
 static uint8_t *mask_alloc(vnm_ctx *ctx, const vnm_lora *l, uint8_t *old)
 {
     uint8_t *m = old ? old : malloc((size_t)(l->O * l->I) + 1);
@@ -229,7 +264,7 @@ vnm_status vnm_lora_set_masks(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *W, vnm_patt
     l->mask_step = mask_step;
     float *f = vnm_lora_weight_to_f32(ctx, W);
     if (!f) return vnm_ctx_status(ctx);
-    st = refresh_kept(ctx, l, f);
+    st = refresh_layout(ctx, l, f);
     free(f);
     return st;
 }
@@ -265,7 +300,7 @@ vnm_status vnm_lora_reprune(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *W, vnm_patter
         fresh = NULL;
         l->pat = pat;
         l->mask_step = step;
-        st = refresh_kept(ctx, l, f);
+        st = refresh_layout(ctx, l, f);
         if (st != VNM_OK) vnm_errbuf(err, err_len, st, "%s", vnm_ctx_error(ctx));
     }
     free(f);

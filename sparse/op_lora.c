@@ -68,15 +68,20 @@ static void sampled_backward(vnm_ctx *ctx, vnm_node *node)
     }
 }
 
+static bool has_mask(vnm_ctx *ctx, const vnm_lora *l, const char *op)
+{
+    if (l->mask) return true;
+    vnm_ctx_fail(ctx, VNM_ERR_INPUT, "%s: lora '%s' has no mask yet (dense mode)", op, l->module);
+    return false;
+}
+
+/* The compressed form: the CPU's sparse kernels. */
 static bool masked_ok(vnm_ctx *ctx, const vnm_lora *l, const char *op)
 {
-    if (!l->mask || !l->kept) {
-        vnm_ctx_fail(ctx, VNM_ERR_INPUT, "%s: lora '%s' has no mask yet (dense mode)", op,
-                     l->module);
-        return false;
-    }
-    if (vnm_ctx_device(ctx) != VNM_DEVICE_CPU) {
-        vnm_ctx_fail(ctx, VNM_ERR_INPUT, "%s: masked LoRA runs on the cpu backend only", op);
+    if (!has_mask(ctx, l, op)) return false;
+    if (!l->kept || vnm_ctx_device(ctx) != VNM_DEVICE_CPU) {
+        vnm_ctx_fail(ctx, VNM_ERR_INPUT, "%s: the compressed masked mode runs on the cpu backend "
+                     "only (elsewhere the dense form)", op);
         return false;
     }
     return true;
@@ -120,8 +125,60 @@ vnm_tensor *vnm_lora_sampled(vnm_ctx *ctx, vnm_lora *l)
     return out;
 }
 
-vnm_tensor *vnm_lora_masked_linear(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *x, vnm_tensor *b)
+/* The dense form's operands: the base as f32 (a step copy of a half base, given back by the caller
+ * with vnm_release) and the device masks (made on the first call on the CPU). */
+static vnm_tensor *dense_base(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *W, const char *op)
 {
+    char s[96];
+    if (!W || !has_mask(ctx, l, op)) return NULL;
+    if (W->ndim != 2 || W->shape[0] != l->O || W->shape[1] != l->I || !vnm_is_contiguous(W)) {
+        vnm_ctx_fail(ctx, VNM_ERR_INPUT, "%s: lora '%s' needs its contiguous [%lld, %lld] base, "
+                     "got %s", op, l->module, (long long)l->O, (long long)l->I,
+                     vnm_shape_str(W, s, sizeof s));
+        return NULL;
+    }
+    if (!l->mask_dev && vnm_lora_refresh_dense_masks(ctx, l) != VNM_OK) return NULL;
+    return W->dtype == VNM_DTYPE_F32 ? W : vnm_to_dtype(ctx, W, VNM_DTYPE_F32);
+}
+
+/* s·B·A [O, I], differentiable to A and B */
+static vnm_tensor *delta_dense(vnm_ctx *ctx, const vnm_lora *l)
+{
+    return vnm_scale(ctx, vnm_matmul(ctx, l->B, l->A), l->scale);
+}
+
+vnm_tensor *vnm_lora_masked_dense(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *W, vnm_tensor *x,
+                                  vnm_tensor *b)
+{
+    if (!x || !l) return NULL;
+    vnm_tensor *w = dense_base(ctx, l, W, "lora_masked_dense"); /* [O, I] f32 */
+    if (!w) return NULL;
+    /* the products below take unnamed weights: calibration hears of the layer here */
+    vnm_ctx_call_linear_hook(ctx, W->name, x);
+    vnm_tensor *d = delta_dense(ctx, l), *y;
+    if (l->dropout == 0.0f) {
+        y = vnm_linear(ctx, x, vnm_mask(ctx, vnm_add(ctx, w, d), l->mask_dev), b);
+    } else {
+        y = vnm_linear(ctx, x, vnm_mask(ctx, w, l->mask_dev), b);
+        y = vnm_add(ctx, y, vnm_linear(ctx, vnm_dropout(ctx, x, l->dropout),
+                                       vnm_mask(ctx, d, l->mask_dev), NULL));
+    }
+    if (w != W) vnm_release(ctx, w); /* read by no backward: the sum and the mask are new tensors */
+    return y;
+}
+
+/* The dense form: on backends without sparse kernels, and on the CPU too with VNM_LORA_DENSE=1
+ * (to check it end to end where there is no GPU). */
+static bool dense_form(const vnm_ctx *ctx)
+{
+    const char *e = getenv("VNM_LORA_DENSE");
+    return (e && e[0] == '1') || vnm_ctx_device(ctx) != VNM_DEVICE_CPU;
+}
+
+vnm_tensor *vnm_lora_masked_linear(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *W, vnm_tensor *x,
+                                   vnm_tensor *b)
+{
+    if (dense_form(ctx)) return vnm_lora_masked_dense(ctx, l, W, x, b);
     if (!x || !l || !masked_ok(ctx, l, "lora_masked_linear")) return NULL;
     vnm_tensor *delta = vnm_lora_sampled(ctx, l); /* [O_pad, Gp, 2] */
     if (l->dropout == 0.0f)
@@ -163,8 +220,39 @@ static void penalty_backward(vnm_ctx *ctx, vnm_node *node)
     free(R);
 }
 
+/* The regulariser's segment: in = {A, B}; the base and λ come from the adapter. */
+static vnm_tensor *penalty_segment(vnm_ctx *ctx, vnm_tensor *const *in, int n_in, void *lora)
+{
+    (void)in, (void)n_in;
+    vnm_lora *l = lora;
+    vnm_tensor *w = dense_base(ctx, l, l->penalty_W, "lora_penalty_dense"); /* [O, I] f32 */
+    if (!w) return NULL;
+    vnm_tensor *r = vnm_mask(ctx, vnm_add(ctx, w, delta_dense(ctx, l)), l->pruned_dev);
+    if (w != l->penalty_W) vnm_release(ctx, w);
+    vnm_tensor *sq = vnm_sum(ctx, vnm_mul(ctx, r, r), VNM_ALL_DIMS, false);
+    return sq ? vnm_scale(ctx, vnm_reshape(ctx, sq, 1, VNM_SHAPE(1)), 0.5f * l->penalty_lambda)
+              : NULL;
+}
+
+vnm_tensor *vnm_lora_penalty_dense(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *W, float lambda)
+{
+    if (!l || !W) return NULL;
+    if (!l->prev_mask) return vnm_tensor_new(ctx, VNM_DTYPE_F32, 1, VNM_SHAPE(1));
+    if (!(lambda >= 0)) {
+        vnm_ctx_fail(ctx, VNM_ERR_INPUT, "lora_penalty_dense: lambda %g < 0", (double)lambda);
+        return NULL;
+    }
+    if (!l->pruned_dev && l->mask_dev && vnm_lora_refresh_dense_masks(ctx, l) != VNM_OK)
+        return NULL;
+    l->penalty_W = W;
+    l->penalty_lambda = lambda;
+    vnm_tensor *in[2] = {l->A, l->B};
+    return vnm_checkpoint(ctx, penalty_segment, l, 2, in);
+}
+
 vnm_tensor *vnm_lora_penalty(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *W, float lambda)
 {
+    if (l && dense_form(ctx)) return vnm_lora_penalty_dense(ctx, l, W, lambda);
     static const char *op = "lora_penalty";
     char s[96];
     if (!l || !W) return NULL;

@@ -230,9 +230,14 @@ vnm_sparse_weight *vnm_srste_freeze(vnm_ctx *ctx, vnm_srste *s, const char *name
  * previous one, and the new mask is the V:N:M mask of the §2 score of the merged W; the function
  * changes only by the mask change. The regulariser (λ/2)·‖(1 − Mk_prev) ⊙ (W + s·B·A)‖² acts on
  * the entries the previous mask pruned (none before the second re-prune: the mask before the
- * first is all ones). Stage 3 keeps the last mask. The masked mode and the regulariser run on the
- * CPU backend (the sparse kernels). The optimiser state of A and B refers to the adapters before a
- * re-prune: whoever calls it resets their moments. */
+ * first is all ones). Stage 3 keeps the last mask. On the CPU the masked mode and the regulariser
+ * run on the compressed form (the sparse kernels); other backends, which have no sparse kernels,
+ * compose the same functions of dense ops (vnm_lora_masked_dense, vnm_lora_penalty_dense): the
+ * effective weight as a dense [O, I] f32 tensor masked by a u8 copy of the mask on the device
+ * (the regulariser checkpointed per linear, so its dense temporaries last one linear at a time;
+ * the masked linears want the model's activation checkpointing for the same reason). The
+ * optimiser state of A and B refers to the adapters before a re-prune: whoever calls it resets
+ * their moments. */
 typedef struct {
     int64_t r;
     double alpha;
@@ -252,7 +257,11 @@ typedef struct {
     uint8_t *prev_mask;       /* [O][I] the mask before the last re-prune; NULL: all ones */
     int64_t mask_step;        /* the step the current mask was chosen at, -1 while dense */
     vnm_sparse_weight *kept;  /* W at the kept positions of mask (vals frozen, named
-                               * "<module>.weight") and the layout of the masked mode */
+                               * "<module>.weight") and the layout of the masked mode (CPU) */
+    vnm_tensor *mask_dev;     /* [O, I] u8 copy of mask on the device (dense form), or NULL */
+    vnm_tensor *pruned_dev;   /* [O, I] u8: 1 where prev_mask pruned (dense form), or NULL */
+    vnm_tensor *penalty_W;    /* the base and λ of the last vnm_lora_penalty_dense, for its */
+    float penalty_lambda;     /* re-run in backward */
 } vnm_lora;
 
 float vnm_lora_scale(int64_t r, double alpha, bool rslora);
@@ -263,14 +272,21 @@ vnm_lora *vnm_lora_new(vnm_ctx *ctx, const char *module, int64_t O, int64_t I,
 void vnm_lora_free(vnm_lora *l);
 /* Dense mode: y + s·B·A·drop(x), y the base output [..., O] of x [..., I]. */
 vnm_tensor *vnm_lora_add(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *x, vnm_tensor *y);
-/* Masked mode: x·((W + s·B·A) ⊙ Mk)ᵀ + b (see above for dropout). */
-vnm_tensor *vnm_lora_masked_linear(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *x, vnm_tensor *b);
+/* Masked mode: x·((W + s·B·A) ⊙ Mk)ᵀ + b (see above for dropout), W the frozen base [O, I]:
+ * compressed on the CPU, vnm_lora_masked_dense elsewhere. */
+vnm_tensor *vnm_lora_masked_linear(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *W, vnm_tensor *x,
+                                   vnm_tensor *b);
+/* The same function composed of dense ops on any backend (what non-CPU backends run). */
+vnm_tensor *vnm_lora_masked_dense(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *W, vnm_tensor *x,
+                                  vnm_tensor *b);
 /* s·(B·A) at the kept positions of the current mask, in the compressed layout [O_pad, Gp, 2];
  * differentiable to A and B. */
 vnm_tensor *vnm_lora_sampled(vnm_ctx *ctx, vnm_lora *l);
 /* (λ/2)·Σ over entries the previous mask pruned of (W + s·B·A)², shape [1], differentiable to A
  * and B; a constant 0 when there is no previous mask. */
 vnm_tensor *vnm_lora_penalty(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *W, float lambda);
+/* The same composed of dense ops under vnm_checkpoint (what non-CPU backends run). */
+vnm_tensor *vnm_lora_penalty_dense(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *W, float lambda);
 /* The stage-2 update described above, at training step `step`. act_rms[I] is needed by RIA (the
  * calibration RMS of the layer input, vnm_calib_rms), ria_a its exponent. */
 vnm_status vnm_lora_reprune(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *W, vnm_pattern pat,

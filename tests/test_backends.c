@@ -161,6 +161,15 @@ static vnm_tensor *f_matmul(vnm_ctx *ctx, vnm_tensor **in, void *u)
     return vnm_matmul(ctx, in[0], in[1]);
 }
 
+/* a fixed u8 mask (every third element zeroed) on a [5, 33] input */
+static vnm_tensor *f_mask(vnm_ctx *ctx, vnm_tensor **in, void *u)
+{
+    (void)u;
+    uint8_t m[5 * 33];
+    for (int i = 0; i < 5 * 33; i++) m[i] = (uint8_t)(i % 3 != 0);
+    return vnm_mask(ctx, in[0], vnm_tensor_from(ctx, VNM_DTYPE_U8, 2, VNM_SHAPE(5, 33), m));
+}
+
 static vnm_tensor *f_add(vnm_ctx *ctx, vnm_tensor **in, void *u)
 {
     (void)u;
@@ -348,6 +357,7 @@ static const bk_case cases[] = {
     CASE("mul_broadcast", f_mul, 2, IN(-2, 2, 3, 4, 1, 6), IN(-2, 2, 2, 5, 6)),
     CASE("div_broadcast", f_div, 2, IN(-2, 2, 2, 3, 8), IN(0.5, 2, 1, 8)),
     CASE("scale", f_scale, 1, IN(-3, 3, 2, 300, 301)),
+    CASE("mask", f_mask, 1, IN(-3, 3, 2, 5, 33)),
     CASE("shape_views", f_shapes, 1, IN(-1, 1, 3, 4, 2, 3)),
     CASE("sum_mean", f_sum_mean, 1, IN(-1, 1, 3, 3, 4, 5)),
     CASE("gelu", f_gelu, 1, IN(-5, 5, 2, 170, 123)),

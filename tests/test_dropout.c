@@ -206,6 +206,33 @@ static void test_dropout_gradcheck(void **state)
     tu_gradcheck(ctx, f_drop_path_transposed, 1, &x2, NULL);
 }
 
+/* a fixed mask: y = x where it is 1, 0 elsewhere (also in eval mode); finite differences; shape
+ * and dtype errors */
+static vnm_tensor *f_mask(vnm_ctx *ctx, vnm_tensor **in, void *mask)
+{
+    return vnm_mask(ctx, in[0], mask);
+}
+
+static void test_mask(void **state)
+{
+    vnm_ctx *ctx = *state;
+    enum { N = 37 };
+    uint8_t m[N];
+    for (int i = 0; i < N; i++) m[i] = (uint8_t)(i % 3 != 0);
+    vnm_tensor *mask = vnm_buffer_new(ctx, VNM_DTYPE_U8, 2, VNM_SHAPE(1, N), "mask");
+    assert_int_equal(vnm_tensor_from_host(ctx, mask, m), VNM_OK);
+    vnm_tensor *x = tu_param(ctx, 2, VNM_SHAPE(1, N), -2, 2);
+    vnm_ctx_set_training(ctx, false);
+    float *y = tu_host(ctx, vnm_mask(ctx, x, mask)), *h = tu_host(ctx, x);
+    for (int i = 0; i < N; i++) assert_true(y[i] == (m[i] ? h[i] : 0.0f));
+    free(y);
+    free(h);
+    vnm_tensor *in[1] = {x};
+    tu_gradcheck(ctx, f_mask, 1, in, mask);
+    assert_null(vnm_mask(ctx, tu_param(ctx, 2, VNM_SHAPE(N, 1), -1, 1), mask));
+    tu_assert_error(ctx, "must be a contiguous u8 tensor of the input's shape");
+}
+
 static void test_drop_path_whole_samples(void **state)
 {
     vnm_ctx *ctx = *state;
@@ -295,6 +322,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dropout_backward_is_mask_times_scale, tu_setup,
                                         tu_teardown),
         cmocka_unit_test_setup_teardown(test_dropout_gradcheck, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_mask, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_drop_path_whole_samples, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_drop_path_backward, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_dropout_argument_errors, tu_setup, tu_teardown),

@@ -139,7 +139,7 @@ typedef struct {
 static vnm_tensor *lora_fn(vnm_ctx *ctx, vnm_tensor **in, void *user)
 {
     fn_user *u = user;
-    if (u->masked) return vnm_lora_masked_linear(ctx, u->l, in[0], u->b);
+    if (u->masked) return vnm_lora_masked_linear(ctx, u->l, u->W, in[0], u->b);
     return vnm_lora_add(ctx, u->l, in[0], vnm_linear(ctx, in[0], u->W, u->b));
 }
 
@@ -210,7 +210,7 @@ static void test_masked_matches_dense_reference(void **state)
         vnm_lora *l = masked_lora(ctx, pat(patterns[k]), O, I, 3, 0, &W, false);
         vnm_tensor *x = tu_param(ctx, 2, VNM_SHAPE(T, I), -1, 1);
         vnm_tensor *b = tu_param(ctx, 1, VNM_SHAPE(O), -1, 1);
-        vnm_tensor *y = vnm_lora_masked_linear(ctx, l, x, b);
+        vnm_tensor *y = vnm_lora_masked_linear(ctx, l, W, x, b);
         assert_non_null(y);
         float *Wh = tu_host(ctx, W), *xh = tu_host(ctx, x), *bh = tu_host(ctx, b);
         float *yh = tu_host(ctx, y), *eff = malloc((size_t)(O * I) * sizeof *eff);
@@ -224,7 +224,7 @@ static void test_masked_matches_dense_reference(void **state)
         /* dropout > 0 outside training is the identity: the two-product path agrees */
         l->dropout = 0.25f;
         vnm_ctx_set_training(ctx, false);
-        float *y2 = tu_host(ctx, vnm_lora_masked_linear(ctx, l, x, b));
+        float *y2 = tu_host(ctx, vnm_lora_masked_linear(ctx, l, W, x, b));
         vnm_ctx_set_training(ctx, true);
         tu_assert_close(y2, want, T * O, 1e-5, 1e-5, "masked lora, dropout path, eval");
         free(Wh), free(xh), free(bh), free(yh), free(eff), free(E), free(want), free(y2);
@@ -283,6 +283,75 @@ static void test_penalty(void **state)
     vnm_lora_free(l);
 }
 
+/* One training step's products through the compressed masked mode (the CPU's sparse kernels) or
+ * the dense form other backends run: output, the gradients of x, A and B, and the regulariser
+ * with its gradients. */
+typedef struct {
+    float *y, *dx, *dA, *dB, pen, *pA, *pB;
+} masked_run;
+
+static masked_run run_masked(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *W, vnm_tensor *x,
+                             vnm_tensor *b, bool dense)
+{
+    masked_run r;
+    vnm_tensor *params[3] = {x, l->A, l->B};
+    vnm_zero_grad(ctx, params, 3);
+    vnm_ctx_rng_set(ctx, (vnm_rng_state){9, 0}); /* the same dropout draws */
+    vnm_tensor *y = dense ? vnm_lora_masked_dense(ctx, l, W, x, b)
+                          : vnm_lora_masked_linear(ctx, l, W, x, b);
+    assert_non_null(y);
+    assert_int_equal(vnm_backward_seed(ctx, y, vnm_scale(ctx, y, 1.0f)), VNM_OK);
+    r.y = tu_host(ctx, y);
+    r.dx = tu_host(ctx, x->grad);
+    r.dA = tu_host(ctx, l->A->grad);
+    r.dB = tu_host(ctx, l->B->grad);
+    vnm_ctx_reset_step(ctx);
+    vnm_zero_grad(ctx, params, 3);
+    vnm_tensor *p = dense ? vnm_lora_penalty_dense(ctx, l, W, 0.5f) : vnm_lora_penalty(ctx, l, W, 0.5f);
+    assert_non_null(p);
+    r.pen = vnm_item(ctx, p);
+    assert_int_equal(vnm_backward(ctx, p), VNM_OK);
+    r.pA = tu_host(ctx, l->A->grad);
+    r.pB = tu_host(ctx, l->B->grad);
+    vnm_ctx_reset_step(ctx);
+    return r;
+}
+
+static void assert_near(const float *got, const float *want, int64_t n, const char *what)
+{
+    double *w = malloc((size_t)n * sizeof *w);
+    for (int64_t i = 0; i < n; i++) w[i] = want[i];
+    tu_assert_close(got, w, n, 1e-5, 1e-5, what);
+    free(w);
+}
+
+static void test_dense_form_matches_compressed(void **state)
+{
+    vnm_ctx *ctx = *state;
+    vnm_ctx_set_free_in_backward(ctx, true);
+    const int64_t T = 6, O = 32, I = 23, r = 3;
+    for (int drop = 0; drop < 2; drop++) {
+        vnm_tensor *W;
+        vnm_lora *l = masked_lora(ctx, pat("16:2:5"), O, I, r, drop ? 0.2 : 0, &W, true);
+        assert_int_equal(vnm_rng_uniform(ctx, l->B, -1, 1), VNM_OK);
+        vnm_tensor *x = tu_param(ctx, 2, VNM_SHAPE(T, I), -1, 1);
+        vnm_tensor *b = tu_param(ctx, 1, VNM_SHAPE(O), -1, 1);
+        masked_run c = run_masked(ctx, l, W, x, b, false), d = run_masked(ctx, l, W, x, b, true);
+        assert_near(d.y, c.y, T * O, "dense form: output");
+        assert_near(d.dx, c.dx, T * I, "dense form: dx");
+        assert_near(d.dA, c.dA, r * I, "dense form: dA");
+        assert_near(d.dB, c.dB, O * r, "dense form: dB");
+        assert_true(fabs(d.pen - c.pen) <= 1e-5 * fabs(c.pen) && c.pen > 0);
+        assert_near(d.pA, c.pA, r * I, "dense form: regulariser dA");
+        assert_near(d.pB, c.pB, O * r, "dense form: regulariser dB");
+        float **all[2] = {(float *[]){c.y, c.dx, c.dA, c.dB, c.pA, c.pB},
+                          (float *[]){d.y, d.dx, d.dA, d.dB, d.pA, d.pB}};
+        for (int k = 0; k < 2; k++)
+            for (int i = 0; i < 6; i++) free(all[k][i]);
+        vnm_lora_free(l);
+    }
+}
+
 /* Reprune from the dense mode, then again from the masked mode; f32 and bf16 bases. */
 static void test_reprune(void **state)
 {
@@ -331,7 +400,8 @@ static void test_reprune(void **state)
             /* with B = 0 the layer computes x·(W_merged ⊙ Mk)ᵀ */
             double *E = malloc((size_t)(O * I) * sizeof *E);
             for (int64_t k = 0; k < O * I; k++) E[k] = l->mask[k] ? Wafter[k] : 0.0;
-            float *xh = tu_host(ctx, x), *y = tu_host(ctx, vnm_lora_masked_linear(ctx, l, x, NULL));
+            float *xh = tu_host(ctx, x);
+            float *y = tu_host(ctx, vnm_lora_masked_linear(ctx, l, W, x, NULL));
             double *ref = ref_linear(xh, E, NULL, T, O, I);
             tu_assert_close(y, ref, T * O, 1e-5, 1e-5, "layer after re-prune");
             assert_int_equal(vnm_rng_uniform(ctx, l->B, -1, 1), VNM_OK); /* training moves B */
@@ -353,7 +423,7 @@ static void test_ria_needs_calibration_and_masked_needs_mask(void **state)
                                       0.5, 1, err, sizeof err), VNM_ERR_INPUT);
     tu_assert_has(err, "calibration");
     vnm_tensor *x = tu_param(ctx, 2, VNM_SHAPE(2, 10), -1, 1);
-    assert_null(vnm_lora_masked_linear(ctx, l, x, NULL));
+    assert_null(vnm_lora_masked_linear(ctx, l, W, x, NULL));
     tu_assert_error(ctx, "no mask yet");
     vnm_tensor *bad = tu_param(ctx, 2, VNM_SHAPE(10, 16), -1, 1);
     assert_int_equal(vnm_lora_merge(ctx, l, bad, false), VNM_ERR_INPUT);
@@ -376,6 +446,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_masked_matches_dense_reference, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_masked_gradcheck, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_penalty, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_dense_form_matches_compressed, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_reprune, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_ria_needs_calibration_and_masked_needs_mask, tu_setup,
                                         tu_teardown),

@@ -780,6 +780,40 @@ static void test_checkpointing_llama(void **state)
     free(tok);
 }
 
+/* The dense form of the masked LoRA stages (what a GPU runs; forced on the CPU by
+ * VNM_LORA_DENSE=1) trains like the compressed form: the same schedule, masks and, up to the
+ * order of float sums, the same losses; its checkpoints resume bit-exactly. */
+static void test_llama_dense_form(void **state)
+{
+    const char *dir = *state;
+    char *recipe = write_file(dir, "lm.yaml", llama_recipe), *tok = write_tokens(dir), dp[4200];
+    snprintf(dp, sizeof dp, "data.path=%s", tok);
+    const char *ov[1] = {dp};
+    char *a = run_into(dir, recipe, "compressed", ov, 1);
+    setenv("VNM_LORA_DENSE", "1", 1);
+    char *b = run_into(dir, recipe, "dense", ov, 1);
+    char *ma = read_in(a, "metrics.jsonl"), *mb = read_in(b, "metrics.jsonl");
+    for (int64_t s = 1; s <= 24; s++) {
+        char *x = train_loss(ma, s), *y = train_loss(mb, s);
+        double u = strtod(x, NULL), v = strtod(y, NULL);
+        if (fabs(u - v) > 1e-4 * fabs(u))
+            fail_msg("step %lld: loss %s compressed, %s dense", (long long)s, x, y);
+        free(x);
+        free(y);
+    }
+    uint8_t m1[32 * 32], p1[32 * 32], m2[32 * 32], p2[32 * 32];
+    int64_t i1[2], i2[2];
+    bool f1, f2;
+    lora_mask_at(a, 24, i1, m1, p1, &f1);
+    lora_mask_at(b, 24, i2, m2, p2, &f2);
+    assert_true(f1 && f2);
+    assert_memory_equal(m1, m2, sizeof m1);
+    assert_memory_equal(p1, p2, sizeof p1);
+    check_resume_to(dir, b, 14, 24, "dense-from14");
+    unsetenv("VNM_LORA_DENSE");
+    free(ma), free(mb), free(a), free(b), free(recipe), free(tok);
+}
+
 /* Stage 1 keeps no mask (all ones); stage 2 chooses masks at its first step and then exactly
  * every 3 steps, each choice shifting the mask before it into the previous one; stage 3 keeps the
  * last mask unchanged; the final mask is a valid 16:2:4 mask; perplexity is logged dense,
@@ -994,6 +1028,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_checkpointing_vit, tu_setup_tmpdir,
                                         tu_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_checkpointing_llama, tu_setup_tmpdir,
+                                        tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_llama_dense_form, tu_setup_tmpdir,
                                         tu_teardown_tmpdir),
         cmocka_unit_test(test_quickstart_recipe),
         cmocka_unit_test(test_llama_recipes),

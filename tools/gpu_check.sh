@@ -3,8 +3,8 @@
 # test program (the CUDA cases of tests/test_backends.c compare each op with the CPU backend), runs
 # the GPU benchmarks (linear op vs raw cuBLAS, f32 and bf16; training step of the quickstart model
 # and of a DeiT-small-shaped model on synthetic data, images/s, the latter also with bf16 products)
-# and a short LLaMA `vnm train` + `vnm resume` on the GPU (bf16 products, frozen bf16 base,
-# activation checkpointing), and writes a report (card, driver, CUDA, results) to
+# and a short LLaMA `vnm train` + `vnm resume` on the GPU through the three LoRA stages (bf16
+# products, frozen bf16 base, activation checkpointing), and writes a report (card, driver, CUDA, results) to
 # gpu_check_report.md.
 #
 #   tools/gpu_check.sh [--build-dir DIR] [--prebuilt] [--report PATH] [--no-bench]
@@ -122,8 +122,9 @@ fi
 
 # ---- end to end: `vnm train` on the GPU ----
 # A LLaMA of the language-model quickstart's shape on this repository's own text (no data set to
-# fetch), dense then lora_dense (the LoRA stages after them run on the CPU), with bf16 products,
-# a frozen bf16 base and activation checkpointing; then its checkpoint resumed for one more step.
+# fetch) through dense, lora_dense and the two masked LoRA stages (their dense form on the GPU),
+# with bf16 products, a frozen bf16 base and activation checkpointing; then a checkpoint from
+# inside lora_sparse_dynamic resumed to the end.
 train_failed=0
 if [ "$bench" = 1 ]; then
     vnm=$build/train/vnm
@@ -147,18 +148,22 @@ run: {name: gpu_check_llm, seed: 0, device: cuda, precision: bf16}
 model: {arch: llama, size: custom, embed_dim: 128, depth: 4, heads: 4, kv_heads: 2,
         mlp_ratio: 2.75, activation_checkpointing: true}
 data: {dataset: tokens, seq_len: 128, batch_size: 16}
+sparsity: {pattern: "64:2:5", score: ria, calibration_batches: 2,
+           targets: ['model.layers.*_proj.weight']}
 lora: {rank: 16, alpha: 32, targets: [all-linear], base_dtype: bf16}
 optim: {name: adamw, lr: 0.003, weight_decay: 0.01, clip_grad_norm: 1.0}
 schedule: {name: cosine, warmup_fraction: 0.05, min_lr: 0.0001, per_stage: true}
 stages:
   - {name: pretrain, kind: dense, steps: 200}
-  - {name: lora_dense, kind: lora_dense, steps: 50, optim: {lr: 0.001}}
-checkpoint: {every: 100}
+  - {name: lora_dense, kind: lora_dense, steps: 30, optim: {lr: 0.001}}
+  - {name: lora_dynamic, kind: lora_sparse_dynamic, steps: 40, optim: {lr: 0.001},
+     lora: {every: 20}}
+  - {name: lora_fixed, kind: lora_sparse_fixed, steps: 30, optim: {lr: 0.001}}
+checkpoint: {every: 50, keep_last: 10}
 log: {every: 50}
 YAML
     run_train train "$log/llm.yaml" "data.path=$log/tok" "run.output_dir=$log/llm"
-    run_train resume "$log/llm/ckpt/step_00000200.h5" "run.output_dir=$log/llm-resumed" \
-        "stages.lora_dense.steps=1"
+    run_train resume "$log/llm/ckpt/step_00000250.h5" "run.output_dir=$log/llm-resumed"
 fi
 
 echo "gpu_check: $passed passed, $failed failed, $skipped skipped; report in $report"

@@ -12,6 +12,8 @@
  *   choice is evaluated at once and logged as "<stage>/one-shot": the model pruned without
  *   training.
  * - lora_sparse_fixed: the last masks stay; adapters train on the masked effective weight.
+ * Every stage runs on any device: the masked stages use the compressed form and the sparse
+ * kernels on the CPU, elsewhere the dense form (sparse/sparse.h, vnm_lora_masked_dense).
  *
  * Checkpoints hold the whole model (the base is trained or merged here, so it is not the file it
  * came from), the adapters, and per masked linear "<module>.lora_mask" (u8 [O, I]),
@@ -81,11 +83,6 @@ static int llama_check_stage(vnm_task_env *env, int64_t i)
             return vnm_task_fail(env, 2, "stages[%lld] '%s': a dense stage cannot follow the "
                                          "LoRA stage '%s' (the base is frozen from then on)",
                                  (long long)i, s->name, r->stages[j].name);
-    if (r->run.device == VNM_RECIPE_DEVICE_CUDA && k != VNM_RECIPE_STAGE_DENSE &&
-        k != VNM_RECIPE_STAGE_LORA_DENSE)
-        return vnm_task_fail(env, 2, "stages[%lld] '%s': kind %s needs run.device: cpu (the "
-                                     "V:N:M kernels exist for the cpu backend only)",
-                             (long long)i, s->name, vnm_task_stage_kind(k));
     return 0;
 }
 

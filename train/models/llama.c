@@ -754,7 +754,8 @@ vnm_status vnm_llama_freeze_base(vnm_ctx *ctx, vnm_llama *m, vnm_dtype dtype, bo
 vnm_tensor *vnm_llama_linear_forward(vnm_ctx *ctx, vnm_llama_linear *l, vnm_tensor *x)
 {
     if (!x) return NULL;
-    if (l->lora && l->lora->mask) return vnm_lora_masked_linear(ctx, l->lora, x, l->bias);
+    if (l->lora && l->lora->mask)
+        return vnm_lora_masked_linear(ctx, l->lora, l->weight, x, l->bias);
     vnm_tensor *y = vnm_linear(ctx, x, l->weight, l->bias); // [..., out]
     return l->lora ? vnm_lora_add(ctx, l->lora, x, y) : y;
 }
