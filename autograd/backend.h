@@ -97,6 +97,11 @@ typedef struct vnm_backend {
     void (*sum_axis)(float *y, const float *x, int64_t outer, int64_t n, int64_t inner,
                      bool accumulate);
 
+    /* out[idx[k]] = src[k] for the k < n with idx[k] ≥ 0 (no index twice; out cleared by the
+     * caller), and its adjoint dst[k] += src[idx[k]] */
+    void (*scatter)(float *out, const float *src, const int32_t *idx, int64_t n);
+    void (*gather_add)(float *dst, const float *src, const int32_t *idx, int64_t n);
+
     /* activations */
     void (*act_fwd)(vnm_act act, float *y, const float *x, int64_t n);
     void (*act_bwd)(vnm_act act, float *dx, const float *x, const float *dy, int64_t n);

@@ -16,15 +16,6 @@ vnm_tensor *vnm_lora_add(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *x, vnm_tensor *y
     return vnm_add(ctx, y, vnm_scale(ctx, vnm_linear(ctx, h, l->B, NULL), l->scale));
 }
 
-/* Column c of the block of stored row o holding slot j of group g, -1 when unused. */
-static inline int32_t kept_col(const vnm_sparse_weight *w, const uint8_t *slots,
-                               const int32_t *cols, int64_t o, int64_t g, int j)
-{
-    int code = slots[o * w->Gp + g];
-    int s = j ? code >> 2 : code & 3;
-    return cols[((o / w->pat.V) * w->Gp + g) * 4 + s];
-}
-
 /* extra: the adapter */
 static void sampled_backward(vnm_ctx *ctx, vnm_node *node)
 {
@@ -45,7 +36,7 @@ static void sampled_backward(vnm_ctx *ctx, vnm_node *node)
             float *db = dB + (int64_t)rows[o] * r;
             for (int64_t g = 0; g < Gp; g++)
                 for (int j = 0; j < 2; j++) {
-                    int32_t c = kept_col(w, slots, cols, o, g, j);
+                    int32_t c = vnm_sparse_kept_col(w, slots, cols, o, g, j);
                     float d = dv[(o * Gp + g) * 2 + j] * s;
                     if (c < 0 || d == 0.0f) continue;
                     for (int64_t k = 0; k < r; k++) db[k] += d * A[k * I + c];
@@ -61,7 +52,7 @@ static void sampled_backward(vnm_ctx *ctx, vnm_node *node)
                 float b = B[(int64_t)rows[o] * r + k] * s;
                 for (int64_t g = 0; g < Gp; g++)
                     for (int j = 0; j < 2; j++) {
-                        int32_t c = kept_col(w, slots, cols, o, g, j);
+                        int32_t c = vnm_sparse_kept_col(w, slots, cols, o, g, j);
                         if (c >= 0) dA[k * I + c] += b * dv[(o * Gp + g) * 2 + j];
                     }
             }
@@ -110,7 +101,7 @@ vnm_tensor *vnm_lora_sampled(vnm_ctx *ctx, vnm_lora *l)
     for (int64_t o = 0; o < O_pad; o++)
         for (int64_t g = 0; g < Gp; g++)
             for (int j = 0; j < 2; j++) {
-                int32_t c = kept_col(w, slots, cols, o, g, j);
+                int32_t c = vnm_sparse_kept_col(w, slots, cols, o, g, j);
                 float acc = 0.0f;
                 if (c >= 0 && rows[o] >= 0) {
                     const float *b = B + (int64_t)rows[o] * r, *a = At + (int64_t)c * r;
@@ -167,18 +158,10 @@ vnm_tensor *vnm_lora_masked_dense(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *W, vnm_
     return y;
 }
 
-/* The dense form: on backends without sparse kernels, and on the CPU too with VNM_LORA_DENSE=1
- * (to check it end to end where there is no GPU). */
-static bool dense_form(const vnm_ctx *ctx)
-{
-    const char *e = getenv("VNM_LORA_DENSE");
-    return (e && e[0] == '1') || vnm_ctx_device(ctx) != VNM_DEVICE_CPU;
-}
-
 vnm_tensor *vnm_lora_masked_linear(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *W, vnm_tensor *x,
                                    vnm_tensor *b)
 {
-    if (dense_form(ctx)) return vnm_lora_masked_dense(ctx, l, W, x, b);
+    if (vnm_sparse_dense_form(ctx)) return vnm_lora_masked_dense(ctx, l, W, x, b);
     if (!x || !l || !masked_ok(ctx, l, "lora_masked_linear")) return NULL;
     vnm_tensor *delta = vnm_lora_sampled(ctx, l); /* [O_pad, Gp, 2] */
     if (l->dropout == 0.0f)
@@ -252,7 +235,7 @@ vnm_tensor *vnm_lora_penalty_dense(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *W, flo
 
 vnm_tensor *vnm_lora_penalty(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *W, float lambda)
 {
-    if (l && dense_form(ctx)) return vnm_lora_penalty_dense(ctx, l, W, lambda);
+    if (l && vnm_sparse_dense_form(ctx)) return vnm_lora_penalty_dense(ctx, l, W, lambda);
     static const char *op = "lora_penalty";
     char s[96];
     if (!l || !W) return NULL;

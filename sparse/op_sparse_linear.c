@@ -1,7 +1,9 @@
 /* sparse/op_sparse_linear.c — the sparse-linear op in mask-fixed mode: y = x·(W⊙Mk)ᵀ + b with the
  * compressed values as the parameter (or any tensor of their shape, e.g. a LoRA effective
- * weight). All three products run on the compressed form (forward, dX, dW at kept positions
- * only), so the gradient of vals has the compressed shape and pruned weights never exist. The sparse kernels run on the CPU backend. */
+ * weight). On the CPU all three products run on the compressed form (forward, dX, dW at kept
+ * positions only), so the gradient of vals has the compressed shape and pruned weights never
+ * exist. Elsewhere (the dense form, sparse.h) the values are scattered into the dense weight,
+ * which a dense linear multiplies; the gradient of vals is gathered from the dense one. */
 #include "internal.h"
 
 static vnm_spmm_weight spmm_view(const vnm_sparse_weight *w, const vnm_tensor *vals)
@@ -29,10 +31,10 @@ static void sparse_linear_backward(vnm_ctx *ctx, vnm_node *node)
 
 /* Shared argument checks of the mask-fixed and SR-STE ops. */
 bool vnm_sparse_linear_check(vnm_ctx *ctx, const char *op, const vnm_tensor *x, int64_t O,
-                             int64_t I, const vnm_tensor *b)
+                             int64_t I, const vnm_tensor *b, bool dense)
 {
     char s[96];
-    if (vnm_ctx_device(ctx) != VNM_DEVICE_CPU) {
+    if (!dense && vnm_ctx_device(ctx) != VNM_DEVICE_CPU) {
         vnm_ctx_fail(ctx, VNM_ERR_INPUT, "%s: sparse kernels exist for the cpu backend only", op);
         return false;
     }
@@ -49,6 +51,16 @@ bool vnm_sparse_linear_check(vnm_ctx *ctx, const char *op, const vnm_tensor *x, 
     return true;
 }
 
+/* x·(scatter of vals into [O, I])ᵀ + b */
+static vnm_tensor *dense_form(vnm_ctx *ctx, vnm_tensor *x, vnm_sparse_weight *w,
+                              vnm_tensor *vals, vnm_tensor *b)
+{
+    if (vnm_sparse_weight_dense_index(ctx, w) != VNM_OK) return NULL;
+    vnm_ctx_call_linear_hook(ctx, w->name, x); /* the dense weight below has no name */
+    vnm_tensor *W = vnm_scatter(ctx, vals, w->dense_index, 2, VNM_SHAPE(w->O, w->I)); /* [O, I] */
+    return vnm_linear(ctx, x, W, b);
+}
+
 vnm_tensor *vnm_sparse_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_sparse_weight *w, vnm_tensor *b)
 {
     return w ? vnm_sparse_linear_vals(ctx, x, w, w->vals, b) : NULL;
@@ -60,7 +72,8 @@ vnm_tensor *vnm_sparse_linear_vals(vnm_ctx *ctx, vnm_tensor *x, const vnm_sparse
     static const char *op = "sparse_linear";
     char s[96];
     if (!x || !w || !vals) return NULL;
-    if (!vnm_sparse_linear_check(ctx, op, x, w->O, w->I, b)) return NULL;
+    bool dense = vnm_sparse_dense_form(ctx);
+    if (!vnm_sparse_linear_check(ctx, op, x, w->O, w->I, b, dense)) return NULL;
     if (vals->dtype != VNM_DTYPE_F32 || vals->ndim != 3 || vals->shape[0] != w->O_pad ||
         vals->shape[1] != w->Gp || vals->shape[2] != 2 || !vnm_is_contiguous(vals)) {
         vnm_ctx_fail(ctx, VNM_ERR_INPUT, "%s: values %s of '%s' must be contiguous f32 "
@@ -68,6 +81,7 @@ vnm_tensor *vnm_sparse_linear_vals(vnm_ctx *ctx, vnm_tensor *x, const vnm_sparse
                      (long long)w->O_pad, (long long)w->Gp);
         return NULL;
     }
+    if (dense) return dense_form(ctx, x, (vnm_sparse_weight *)w, vals, b);
     x = vnm_contiguous(ctx, x);
     if (!x) return NULL;
     vnm_ctx_call_linear_hook(ctx, w->name, x);

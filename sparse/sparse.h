@@ -166,7 +166,11 @@ void vnm_spmm_dw(const vnm_spmm_weight *w, const float *dy, const float *x, int6
 
 /* ---- the sparse-linear op (METHOD §5) ---- */
 /* A compressed weight on a context: in mask-fixed training vals is the parameter (its gradient
- * and optimiser moments have the compressed shape); slots, cols, rows are fixed buffers. */
+ * and optimiser moments have the compressed shape); slots, cols, rows are fixed buffers. The
+ * sparse kernels are the CPU's; other backends run the dense form: the values scattered into
+ * the dense [O, I] weight they stand for (dense_index, made on first use), a dense linear, and
+ * the gradient gathered back to the kept positions, so training is the same function with the
+ * same compressed state (and VNM_SPARSE_DENSE=1 runs it on the CPU too, to check it). */
 typedef struct {
     vnm_pattern pat;
     int64_t O, I, O_pad, G, Gp;
@@ -175,6 +179,8 @@ typedef struct {
     vnm_tensor *cols;  /* i32 [O_pad / V, Gp, 4] */
     vnm_tensor *rows;  /* i32 [O_pad] */
     const char *name;
+    vnm_tensor *dense_index; /* i32 [O_pad, Gp, 2]: each value's flat position in the dense
+                                [O, I] weight, -1 for none (the dense form); NULL until used */
 } vnm_sparse_weight;
 
 /* The tensors live in ctx's persistent arena; the struct is freed with vnm_sparse_weight_free. */

@@ -150,7 +150,7 @@ vnm_tensor *vnm_srste_linear(vnm_ctx *ctx, vnm_srste *s, vnm_tensor *x, vnm_tens
 {
     static const char *op = "srste_linear";
     if (!x || !s) return NULL;
-    if (!vnm_sparse_linear_check(ctx, op, x, s->O, s->I, b)) return NULL;
+    if (!vnm_sparse_linear_check(ctx, op, x, s->O, s->I, b, false)) return NULL;
     x = vnm_contiguous(ctx, x);
     if (!x || refresh(ctx, s, step) != VNM_OK) return NULL;
     vnm_ctx_call_linear_hook(ctx, s->w->name, x);

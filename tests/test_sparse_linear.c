@@ -70,6 +70,71 @@ static void test_forward_matches_dense_on_decompressed(void **state)
     }
 }
 
+/* One forward + backward of the sparse linear; out, dx, dvals, db as host arrays. */
+static float **fixed_step(vnm_ctx *ctx, vnm_sparse_weight *sw, vnm_tensor *x, vnm_tensor *b)
+{
+    vnm_tensor *params[3] = {x, sw->vals, b};
+    vnm_zero_grad(ctx, params, 3);
+    vnm_tensor *y = vnm_sparse_linear(ctx, x, sw, b);
+    assert_non_null(y);
+    assert_int_equal(vnm_backward_seed(ctx, y, vnm_scale(ctx, y, 0.5f)), VNM_OK);
+    float **r = malloc(4 * sizeof *r);
+    r[0] = tu_host(ctx, y);
+    r[1] = tu_host(ctx, x->grad);
+    r[2] = tu_host(ctx, sw->vals->grad);
+    r[3] = tu_host(ctx, b->grad);
+    vnm_ctx_reset_step(ctx);
+    return r;
+}
+
+/* The dense form (what a GPU runs: the values scattered into the dense weight, forced here by
+ * VNM_SPARSE_DENSE=1) computes what the sparse kernels compute: output and every gradient, with
+ * and without permutations folded into the compressed form. */
+static void test_dense_form_matches_kernels(void **state)
+{
+    vnm_ctx *ctx = *state;
+    const int64_t T = 5, O = 40, I = 23;
+    vnm_pattern p = pat("16:2:5");
+    for (int permuted = 0; permuted < 2; permuted++) {
+        vnm_tensor *w = vnm_tensor_new(ctx, VNM_DTYPE_F32, 2, VNM_SHAPE(O, I));
+        vnm_rng_uniform(ctx, w, -1, 1);
+        float *W = tu_host(ctx, w), *S = malloc((size_t)(O * I) * sizeof *S);
+        uint8_t *mask = malloc((size_t)(O * I));
+        int32_t po[O], pi[I];
+        for (int64_t o = 0; o < O; o++) po[o] = (int32_t)(permuted ? (o * 7 + 3) % O : o);
+        for (int64_t i = 0; i < I; i++) pi[i] = (int32_t)(permuted ? (i * 5 + 2) % I : i);
+        char err[256];
+        assert_int_equal(vnm_score_compute(VNM_SCORE_MAGNITUDE, W, O, I, NULL, 0, S, err,
+                                           sizeof err), VNM_OK);
+        assert_int_equal(vnm_mask_select(p, VNM_SELECT_L1, S, O, I, mask, err, sizeof err),
+                         VNM_OK);
+        vnm_sparse_host h;
+        if (vnm_sparse_compress(p, W, mask, O, I, permuted ? po : NULL, permuted ? pi : NULL, &h,
+                                err, sizeof err) != VNM_OK)
+            fail_msg("compress: %s", err);
+        vnm_sparse_weight *sw = vnm_sparse_weight_new(ctx, &h, "layer.weight");
+        vnm_tensor *x = tu_param(ctx, 2, VNM_SHAPE(T, I), -1, 1);
+        vnm_tensor *b = tu_param(ctx, 1, VNM_SHAPE(O), -1, 1);
+        float **k = fixed_step(ctx, sw, x, b);
+        setenv("VNM_SPARSE_DENSE", "1", 1);
+        float **d = fixed_step(ctx, sw, x, b);
+        unsetenv("VNM_SPARSE_DENSE");
+        assert_non_null(sw->dense_index);
+        const int64_t n[4] = {T * O, T * I, vnm_numel(sw->vals), O};
+        for (int j = 0; j < 4; j++) {
+            double *want = malloc((size_t)n[j] * sizeof *want);
+            for (int64_t i = 0; i < n[j]; i++) want[i] = k[j][i];
+            tu_assert_close(d[j], want, n[j], 1e-5, 1e-5, "dense form vs sparse kernels");
+            free(want);
+            free(k[j]);
+            free(d[j]);
+        }
+        free(k), free(d), free(W), free(S), free(mask);
+        vnm_sparse_weight_free(sw);
+        vnm_sparse_host_free(&h);
+    }
+}
+
 typedef struct {
     vnm_sparse_weight *w;
 } fixed_case;
@@ -370,6 +435,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_forward_matches_dense_on_decompressed, tu_setup,
                                         tu_teardown),
         cmocka_unit_test_setup_teardown(test_mask_fixed_gradcheck, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_dense_form_matches_kernels, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_srste_gradcheck, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_srste_weight_gradient_and_decay, tu_setup,
                                         tu_teardown),

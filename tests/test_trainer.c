@@ -475,7 +475,7 @@ static void test_ria_prune(void **state)
 }
 
 /* Bad input exits 2: an unknown key, a missing recipe, a missing checkpoint, an unimplemented
- * stage kind, a per-stage weight decay the optimiser cannot apply, a prune stage on cuda. */
+ * stage kind, a per-stage weight decay the optimiser cannot apply, an SR-STE stage on cuda. */
 static void test_bad_input(void **state)
 {
     const char *dir = *state;
@@ -495,11 +495,11 @@ static void test_bad_input(void **state)
                           "run: {name: w}\nstages: [{name: a, kind: dense, steps: 2, "
                           "optim: {weight_decay: 0}}]\n");
     assert_int_equal(run_cmd(false, wd, ovs, 1), 2);
-    /* sparse stages on cuda: refused with or without a device (V:N:M kernels are cpu-only) */
+    /* SR-STE on cuda: refused with or without a device (it runs on the cpu backend only) */
     char *cuda = write_file(dir, "cuda.yaml",
                             "run: {name: c, device: cuda}\nsparsity: {pattern: '16:2:4'}\n"
                             "stages: [{name: a, kind: dense, steps: 1},\n"
-                            "         {name: p, kind: prune, steps: 1}]\n");
+                            "         {name: s, kind: sparse_srste, steps: 1}]\n");
     assert_int_equal(run_cmd(false, cuda, ovs, 1), 2);
     free(cuda);
     free(wd);
@@ -780,8 +780,69 @@ static void test_checkpointing_llama(void **state)
     free(tok);
 }
 
+/* The losses of two runs agree to `tol` (relative) at every step up to `last`. */
+static void assert_losses_close(const char *a, const char *b, int64_t last, double tol)
+{
+    char *ma = read_in(a, "metrics.jsonl"), *mb = read_in(b, "metrics.jsonl");
+    for (int64_t s = 1; s <= last; s++) {
+        char *x = train_loss(ma, s), *y = train_loss(mb, s);
+        assert_non_null(x);
+        assert_non_null(y);
+        double u = strtod(x, NULL), v = strtod(y, NULL);
+        if (fabs(u - v) > tol * fabs(u))
+            fail_msg("step %lld: loss %s against %s", (long long)s, x, y);
+        free(x);
+        free(y);
+    }
+    free(ma);
+    free(mb);
+}
+
+/* The dense form of the ViT's sparse_fixed stage (what a GPU runs: the compressed values
+ * scattered into dense weights; forced on the CPU by VNM_SPARSE_DENSE=1) trains like the sparse
+ * kernels, through a permuted prune: up to the order of float sums the same losses, the same
+ * compressed structure, and bit-exact resume. */
+static void test_vit_dense_form(void **state)
+{
+    REQUIRE_DATA();
+    const char *dir = *state;
+    char *recipe = write_file(dir, "mini.yaml", mini_recipe);
+    char *a = run_into(dir, recipe, "kernels", NULL, 0);
+    setenv("VNM_SPARSE_DENSE", "1", 1);
+    char *b = run_into(dir, recipe, "dense", NULL, 0);
+    assert_losses_close(a, b, 12, 1e-4);
+    char err[1024], *fa = tu_path(a, "ckpt/step_00000012.h5");
+    char *fb = tu_path(b, "ckpt/step_00000012.h5");
+    vnm_ckpt_reader *ra = vnm_ckpt_open(fa, err, sizeof err);
+    vnm_ckpt_reader *rb = vnm_ckpt_open(fb, err, sizeof err);
+    assert_non_null(ra);
+    assert_non_null(rb);
+    static const char *const fixed[] = {"slots", "cols", "rows"};
+    for (int k = 0; k < 3; k++) {
+        char path[128];
+        snprintf(path, sizeof path, "/sparse/blocks.0.mlp.fc1.weight/%s", fixed[k]);
+        vnm_ckpt_dtype dt;
+        int nd;
+        int64_t shape[VNM_CKPT_MAX_DIMS], n = 1;
+        assert_int_equal(vnm_ckpt_shape(ra, path, &dt, &nd, shape, err, sizeof err), VNM_OK);
+        for (int d = 0; d < nd; d++) n *= shape[d];
+        size_t bytes = (size_t)n * ckpt_dtype_size(dt);
+        char *x = malloc(bytes), *y = malloc(bytes);
+        assert_int_equal(vnm_ckpt_read(ra, path, dt, nd, shape, x, err, sizeof err), VNM_OK);
+        assert_int_equal(vnm_ckpt_read(rb, path, dt, nd, shape, y, err, sizeof err), VNM_OK);
+        assert_memory_equal(x, y, bytes);
+        free(x);
+        free(y);
+    }
+    vnm_ckpt_close(ra);
+    vnm_ckpt_close(rb);
+    check_resume(dir, b, 8, "dense-from8");
+    unsetenv("VNM_SPARSE_DENSE");
+    free(fa), free(fb), free(a), free(b), free(recipe);
+}
+
 /* The dense form of the masked LoRA stages (what a GPU runs; forced on the CPU by
- * VNM_LORA_DENSE=1) trains like the compressed form: the same schedule, masks and, up to the
+ * VNM_SPARSE_DENSE=1) trains like the compressed form: the same schedule, masks and, up to the
  * order of float sums, the same losses; its checkpoints resume bit-exactly. */
 static void test_llama_dense_form(void **state)
 {
@@ -790,17 +851,9 @@ static void test_llama_dense_form(void **state)
     snprintf(dp, sizeof dp, "data.path=%s", tok);
     const char *ov[1] = {dp};
     char *a = run_into(dir, recipe, "compressed", ov, 1);
-    setenv("VNM_LORA_DENSE", "1", 1);
+    setenv("VNM_SPARSE_DENSE", "1", 1);
     char *b = run_into(dir, recipe, "dense", ov, 1);
-    char *ma = read_in(a, "metrics.jsonl"), *mb = read_in(b, "metrics.jsonl");
-    for (int64_t s = 1; s <= 24; s++) {
-        char *x = train_loss(ma, s), *y = train_loss(mb, s);
-        double u = strtod(x, NULL), v = strtod(y, NULL);
-        if (fabs(u - v) > 1e-4 * fabs(u))
-            fail_msg("step %lld: loss %s compressed, %s dense", (long long)s, x, y);
-        free(x);
-        free(y);
-    }
+    assert_losses_close(a, b, 24, 1e-4);
     uint8_t m1[32 * 32], p1[32 * 32], m2[32 * 32], p2[32 * 32];
     int64_t i1[2], i2[2];
     bool f1, f2;
@@ -810,8 +863,8 @@ static void test_llama_dense_form(void **state)
     assert_memory_equal(m1, m2, sizeof m1);
     assert_memory_equal(p1, p2, sizeof p1);
     check_resume_to(dir, b, 14, 24, "dense-from14");
-    unsetenv("VNM_LORA_DENSE");
-    free(ma), free(mb), free(a), free(b), free(recipe), free(tok);
+    unsetenv("VNM_SPARSE_DENSE");
+    free(a), free(b), free(recipe), free(tok);
 }
 
 /* Stage 1 keeps no mask (all ones); stage 2 chooses masks at its first step and then exactly
@@ -1031,6 +1084,7 @@ int main(void)
                                         tu_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_llama_dense_form, tu_setup_tmpdir,
                                         tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_vit_dense_form, tu_setup_tmpdir, tu_teardown_tmpdir),
         cmocka_unit_test(test_quickstart_recipe),
         cmocka_unit_test(test_llama_recipes),
         cmocka_unit_test_setup_teardown(test_llama_bad_input, tu_setup_tmpdir,

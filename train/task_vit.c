@@ -31,11 +31,10 @@ static int vit_check_stage(vnm_task_env *env, int64_t i)
         return vnm_task_fail(env, 2, "stages[%lld] '%s': kind %s is not implemented yet (dense, "
                                      "prune, sparse_fixed, sparse_srste are)", (long long)i,
                              s->name, vnm_task_stage_kind(k));
-    if (env->r->run.device == VNM_RECIPE_DEVICE_CUDA && k != VNM_RECIPE_STAGE_DENSE)
-        return vnm_task_fail(env, 2, "stages[%lld] '%s': kind %s needs run.device: cpu (the "
-                                     "V:N:M kernels exist for the cpu backend only; cuda runs "
-                                     "dense stages)", (long long)i, s->name,
-                             vnm_task_stage_kind(k));
+    if (env->r->run.device == VNM_RECIPE_DEVICE_CUDA && k == VNM_RECIPE_STAGE_SPARSE_SRSTE)
+        return vnm_task_fail(env, 2, "stages[%lld] '%s': kind sparse_srste needs run.device: cpu "
+                                     "(SR-STE runs on the cpu backend only; cuda runs dense, "
+                                     "prune and sparse_fixed stages)", (long long)i, s->name);
     return 0;
 }
 
