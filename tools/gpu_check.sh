@@ -4,8 +4,9 @@
 # the GPU benchmarks (linear op vs raw cuBLAS, f32 and bf16; training step of the quickstart model
 # and of a DeiT-small-shaped model on synthetic data, images/s, the latter also with bf16 products)
 # and a short LLaMA `vnm train` + `vnm resume` on the GPU through the three LoRA stages (bf16
-# products, frozen bf16 base, activation checkpointing), and writes a report (card, driver, CUDA, results) to
-# gpu_check_report.md.
+# products, frozen bf16 base, activation checkpointing) and the ViT quickstart with its prune and
+# sparse stage (when Fashion-MNIST is installed), and writes a report (card, driver, CUDA,
+# results) to gpu_check_report.md.
 #
 #   tools/gpu_check.sh [--build-dir DIR] [--prebuilt] [--report PATH] [--no-bench]
 #
@@ -31,7 +32,7 @@ while [ $# -gt 0 ]; do
     --prebuilt) prebuilt=1 ;;
     --report) report=$2; shift ;;
     --no-bench) bench=0 ;;
-    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_check: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -164,6 +165,14 @@ log: {every: 50}
 YAML
     run_train train "$log/llm.yaml" "data.path=$log/tok" "run.output_dir=$log/llm"
     run_train resume "$log/llm/ckpt/step_00000250.h5" "run.output_dir=$log/llm-resumed"
+    # the ViT quickstart (dense, prune to 64:2:5, sparse_fixed in the dense form) when its data
+    # set is installed
+    if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+        run_train train "$root/recipes/quickstart.yaml" run.device=cuda run.precision=bf16 \
+            "run.output_dir=$log/vit"
+    else
+        echo "(ViT quickstart skipped: /usr/share/datasets/fashion-mnist is missing)" >>"$report"
+    fi
 fi
 
 echo "gpu_check: $passed passed, $failed failed, $skipped skipped; report in $report"
