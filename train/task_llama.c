@@ -198,6 +198,14 @@ static int setup_model(llama_state *v)
     v->m = vnm_llama_new(v->env->ctx, &c, &o);
     if (!v->m) return vnm_task_fail(v->env, 2, "model: %s", vnm_ctx_error(v->env->ctx));
     vnm_llama_set_checkpointing(v->m, r->model.activation_checkpointing);
+    bool masked = false;
+    for (int64_t i = 0; i < r->n_stages; i++)
+        masked |= r->stages[i].kind == VNM_RECIPE_STAGE_LORA_SPARSE_DYNAMIC ||
+                  r->stages[i].kind == VNM_RECIPE_STAGE_LORA_SPARSE_FIXED;
+    if (masked && r->run.device != VNM_RECIPE_DEVICE_CPU && !r->model.activation_checkpointing)
+        vnm_task_say(v->env, "note: on cuda the masked LoRA stages form every layer's effective "
+                             "weights as dense f32 matrices until backward; "
+                             "model.activation_checkpointing: true keeps one layer's at a time\n");
     if (w && vnm_llama_load(v->env->ctx, v->m, w, v->err, sizeof v->err))
         return vnm_task_fail(v->env, 2, "model.weights: %s", v->err);
     v->masks = calloc((size_t)v->m->n_linears, sizeof *v->masks);

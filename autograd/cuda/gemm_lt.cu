@@ -10,7 +10,11 @@
  * pointer alignments) and cached: the heuristic's choice depends on the alignment of A, B, D and
  * the bias, which is passed as the preference's minimum (views can start anywhere). When no
  * algorithm fits, or the matmul fails, or VNM_CUDA_NO_LT=1, the entry returns false and the op runs
- * the unfused path. Runs on the backend's stream like every other kernel. */
+ * the unfused path. Runs on the backend's stream like every other kernel.
+ *
+ * No GELU epilogue: cuBLASLt's computes the tanh approximation, while the ViT (timm's nn.GELU)
+ * uses the exact erf form and LLaMA uses SiLU, so a fused activation would change the results;
+ * the activation stays a separate kernel. */
 #include "common.cuh"
 
 #include <cublasLt.h>
