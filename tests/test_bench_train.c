@@ -85,14 +85,15 @@ static void test_cpu_one_step_prints_json(void **state)
     free(c.err);
 }
 
-/* Mixed precision (f16 runs its loss scaling) and activation checkpointing: the case says so. */
+/* Mixed precision (f16 runs its loss scaling), activation checkpointing and a pruned model: the
+ * case says so. */
 static void test_cpu_variants(void **state)
 {
     (void)state;
-    const char *opt[3][2] = {{"--precision", "bf16"}, {"--precision", "f16"},
-                             {"--checkpointing", NULL}};
-    const char *tag[3] = {"bf16", "f16", "checkpointed"};
-    for (int i = 0; i < 3; i++) {
+    const char *opt[4][2] = {{"--precision", "bf16"}, {"--precision", "f16"},
+                             {"--checkpointing", NULL}, {"--pattern", "64:2:5"}};
+    const char *tag[4] = {"bf16", "f16", "checkpointed", "64:2:5"};
+    for (int i = 0; i < 4; i++) {
         const char *args[] = {"--batch", "4", "--steps", "1", "--reps", "1", "--warmup", "1",
                               "--threads", "2", opt[i][0], opt[i][1]};
         captured c = run(opt[i][1] ? 12 : 11, args);
@@ -135,6 +136,7 @@ static void test_bad_options_exit_2(void **state)
         {{"--batch", "0"}, "--batch needs an integer"},
         {{"--model", "/nonexistent/recipe.yaml"}, "/nonexistent/recipe.yaml"},
         {{"--precision", "fp8"}, "--precision: 'fp8' (expected f32, bf16 or f16)"},
+        {{"--pattern", "64:3:5"}, "--pattern: "},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         captured c = run(2, cases[i].args);

@@ -118,6 +118,7 @@ if [ "$bench" = 1 ]; then
     run_bench train --model quickstart --device cuda
     run_bench train --model deit_small --device cuda
     run_bench train --model deit_small --device cuda --precision bf16
+    run_bench train --model deit_small --device cuda --precision bf16 --pattern 64:2:5
     run_bench train --model quickstart --device cpu
 fi
 

@@ -34,7 +34,7 @@ static const char usage[] =
     "usage: vnm bench train [--model quickstart|deit_small|deit_tiny|RECIPE.yaml]\n"
     "                       [--device cpu|cuda] [--precision f32|bf16|f16] [--batch N]\n"
     "                       [--threads N] [--reps N] [--steps N] [--warmup N]\n"
-    "                       [--checkpointing] [--profile]\n"
+    "                       [--checkpointing] [--pattern V:N:M] [--profile]\n"
     "\n"
     "Times the full ViT training step (forward, cross-entropy, backward, clipping if the recipe\n"
     "clips, AdamW, step reset) on one fixed synthetic batch (seeded; no dataset needed).\n"
@@ -51,6 +51,9 @@ static const char usage[] =
     "  --steps N     steps per window (default 10; deit on cpu: 2)\n"
     "  --warmup N    untimed steps first (default 3; deit on cpu: 1)\n"
     "  --checkpointing  activation checkpointing of every block (model.activation_checkpointing)\n"
+    "  --pattern P   the step of a sparse_fixed stage: the blocks' qkv, proj, fc1 and fc2 pruned\n"
+    "                to P by magnitude first (the sparse kernels on the cpu, the dense form on\n"
+    "                cuda)\n"
     "  --profile     then one more window with every op timed (device synchronised after\n"
     "                each op), printed as a table on stderr, largest first\n"
     "\n"
@@ -63,6 +66,7 @@ typedef struct {
     vnm_device device;
     vnm_dtype precision; /* the matmul dtype */
     bool checkpointing;
+    const char *pattern; /* NULL: dense */
     int batch, threads, reps, steps, warmup; /* batch, steps, warmup: -1 = default */
     bool profile;
 } train_opts;
@@ -150,6 +154,41 @@ static int resolve_setup(const train_opts *o, train_setup *s)
     return 0;
 }
 
+/* The blocks' linears pruned to `pattern` by magnitude (l1 columns, no permutation). */
+static int prune_blocks(vnm_ctx *ctx, vnm_vit *m, const char *pattern)
+{
+    vnm_pattern p;
+    char err[256];
+    if (vnm_pattern_parse(pattern, &p, err, sizeof err)) return 1;
+    for (int64_t b = 0; b < m->cfg.depth; b++) {
+        vnm_vit_linear *ls[4] = {&m->blocks[b].qkv, &m->blocks[b].proj, &m->blocks[b].fc1,
+                                 &m->blocks[b].fc2};
+        for (int k = 0; k < 4; k++) {
+            vnm_vit_linear *l = ls[k];
+            int64_t n = l->out * l->in;
+            float *W = malloc((size_t)n * sizeof *W), *S = malloc((size_t)n * sizeof *S);
+            uint8_t *mask = malloc((size_t)n);
+            vnm_sparse_host h = {0};
+            int rc = !W || !S || !mask || vnm_tensor_to_host(ctx, l->weight, W) ||
+                     vnm_score_compute(VNM_SCORE_MAGNITUDE, W, l->out, l->in, NULL, 0, S, err,
+                                       sizeof err) ||
+                     vnm_mask_select(p, VNM_SELECT_L1, S, l->out, l->in, mask, err, sizeof err) ||
+                     vnm_sparse_compress(p, W, mask, l->out, l->in, NULL, NULL, &h, err,
+                                         sizeof err);
+            vnm_sparse_weight *sw = rc ? NULL : vnm_sparse_weight_new(ctx, &h, l->name);
+            rc = rc || !sw || vnm_vit_linear_set_sparse(l, sw, err, sizeof err);
+            vnm_sparse_host_free(&h);
+            free(W), free(S), free(mask);
+            if (rc) {
+                fprintf(stderr, "vnm bench train: pruning %s: %s\n", l->name,
+                        err[0] ? err : vnm_ctx_error(ctx));
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
 /* One training step; on the last step of a window *loss receives the loss (a device → host copy
  * that waits for the step to finish). scaler: f16's loss scaling as the trainer does it, or NULL. */
 static int train_step(vnm_ctx *ctx, vnm_vit *m, vnm_optim *opt, vnm_tensor *x, vnm_tensor *y,
@@ -232,6 +271,11 @@ static int run(const train_opts *o)
     vnm_loss_scaler *scaler = o->precision == VNM_DTYPE_F16 ? &scaler_state : NULL;
     vnm_vit *m = vnm_vit_new(ctx, &s.vit);
     if (m) vnm_vit_set_checkpointing(m, o->checkpointing);
+    if (m && o->pattern && prune_blocks(ctx, m, o->pattern)) {
+        vnm_vit_free(m);
+        vnm_ctx_destroy(ctx);
+        return 1;
+    }
     vnm_optim *opt = NULL;
     vnm_tensor *x = NULL, *y = NULL;
     int np = m ? vnm_vit_param_count(m) : 0;
@@ -248,9 +292,11 @@ static int run(const train_opts *o)
     threads = omp_get_max_threads();
 #endif
     const vnm_vit_config *c = &s.vit;
-    char where[64];
+    char where[112];
     const char *prec = o->precision == VNM_DTYPE_F32 ? "" : vnm_dtype_name(o->precision);
-    const char *ck = o->checkpointing ? " checkpointed" : "";
+    char ck[48];
+    snprintf(ck, sizeof ck, "%s%s%s", o->checkpointing ? " checkpointed" : "",
+             o->pattern ? " " : "", o->pattern ? o->pattern : "");
     if (cuda) snprintf(where, sizeof where, "cuda%s%s%s", *prec ? " " : "", prec, ck);
     else snprintf(where, sizeof where, "cpu %dt%s%s%s", threads, *prec ? " " : "", prec, ck);
     /* the config line tools/bench_vs_torch.sh compares with tools/bench_torch_step.py's */
@@ -293,7 +339,7 @@ static int run(const train_opts *o)
         fprintf(stderr, "vnm bench train: %s\n",
                 vnm_ctx_error(ctx)[0] ? vnm_ctx_error(ctx) : "out of memory");
     } else {
-        char name[128];
+        char name[256];
         snprintf(name, sizeof name, "vit %s B=%lld %s step", o->model, (long long)s.batch, where);
         vnm_bench_report("train", name, best * 1e3, "ms", NULL, 0);
         snprintf(name, sizeof name, "vit %s B=%lld %s throughput", o->model, (long long)s.batch,
@@ -329,7 +375,8 @@ static int parse_precision(const char *opt, const char *v, vnm_dtype *out)
 
 int vnm_cmd_bench_train(int argc, char **argv)
 {
-    train_opts o = {"quickstart", VNM_DEVICE_CPU, VNM_DTYPE_F32, false, -1, 0, 3, -1, -1, false};
+    train_opts o = {"quickstart", VNM_DEVICE_CPU, VNM_DTYPE_F32, false, NULL, -1, 0, 3, -1, -1,
+                    false};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
@@ -349,6 +396,15 @@ int vnm_cmd_bench_train(int argc, char **argv)
             rc = vnm_cli_device("bench train", a, v, &o.device);
         } else if (!strcmp(a, "--precision")) {
             rc = parse_precision(a, v, &o.precision);
+        } else if (!strcmp(a, "--pattern")) {
+            vnm_pattern p;
+            char err[256];
+            if (!v) return vnm_cli_missing("bench train", a);
+            if (vnm_pattern_parse(v, &p, err, sizeof err)) {
+                fprintf(stderr, "vnm bench train: --pattern: %s\n", err);
+                return 2;
+            }
+            o.pattern = v;
         } else if (!strcmp(a, "--batch")) {
             rc = vnm_cli_int("bench train", a, v, 1, 1 << 20, &o.batch);
         } else if (!strcmp(a, "--threads")) {
