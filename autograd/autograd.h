@@ -63,7 +63,9 @@ typedef struct vnm_tensor {
     int64_t born;    /* the tape length when the header was made: the node whose op made it */
     int32_t holders; /* on a storage's own header: headers using the storage, not released yet */
     bool released;
-    bool read_in_backward; /* some node's backward reads its data */
+    bool read_in_backward;        /* some node's backward reads its data */
+    struct vnm_tensor *prev_made; /* the step tensor made before this one (a no-grad segment
+                                   * gives back what it made, vnm_checkpoint) */
 } vnm_tensor;
 
 /* ---- dtypes ---- */
@@ -218,8 +220,9 @@ void vnm_ctx_set_free_in_backward(vnm_ctx *ctx, bool on);
  * second forward of the segment; the step keeps the segment's inputs and output only
  * (torchtune's enable_activation_checkpointing, per transformer block). fn must depend only on
  * its inputs, the parameters it reaches and the RNG stream, and must not keep what it makes.
- * Without grad, or with a linear hook set (calibration must see one run), fn just runs.
- * 1 ≤ n_in ≤ VNM_NODE_MAX_IN. */
+ * Without grad fn runs once and everything it made but its output is given back as it returns
+ * (an evaluation holds one segment's activations at a time); with grad and a linear hook set
+ * (calibration must see one run) fn just runs. 1 ≤ n_in ≤ VNM_NODE_MAX_IN. */
 typedef vnm_tensor *(*vnm_segment_fn)(vnm_ctx *ctx, vnm_tensor *const *in, int n_in, void *user);
 vnm_tensor *vnm_checkpoint(vnm_ctx *ctx, vnm_segment_fn fn, void *user, int n_in,
                            vnm_tensor *const *in);

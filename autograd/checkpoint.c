@@ -67,8 +67,13 @@ vnm_tensor *vnm_checkpoint(vnm_ctx *ctx, vnm_segment_fn fn, void *user, int n_in
     }
     for (int i = 0; i < n_in; i++)
         if (!in[i]) return NULL;
-    /* nothing to keep without grad; a linear hook (calibration) must see one run only */
-    if (!ctx->grad_enabled || ctx->linear_hook) return fn(ctx, in, n_in, user);
+    if (!ctx->grad_enabled) { /* no backward: all but the output can go at once */
+        vnm_tensor *mark = ctx->last_made, *y = fn(ctx, in, n_in, user);
+        for (vnm_tensor *t = ctx->last_made; y && t && t != mark; t = t->prev_made)
+            if (t != y) vnm_release(ctx, t);
+        return y;
+    }
+    if (ctx->linear_hook) return fn(ctx, in, n_in, user); /* calibration must see one run */
     segment *seg = vnm_step_meta_alloc(ctx, sizeof *seg);
     if (!seg) return NULL;
     *seg = (segment){fn, user, ctx->rng, ctx->training, ctx->matmul_dtype};

@@ -100,6 +100,7 @@ vnm_status vnm_errbuf(char *err, size_t err_len, vnm_status status, const char *
 void vnm_ctx_reset_step(vnm_ctx *ctx)
 {
     ctx->tape_len = 0;
+    ctx->last_made = NULL;
     vnm_arena_reset(&ctx->step_meta);
     vnm_arena_reset(&ctx->step_data);
 }

@@ -39,6 +39,7 @@ struct vnm_ctx {
     vnm_arena step_meta, step_data;       /* everything of one step */
     vnm_node **tape;
     int64_t tape_len, tape_cap;
+    vnm_tensor *last_made; /* the newest step tensor header (a list through prev_made) */
     bool grad_enabled;
     bool training;
     bool free_in_backward;  /* release node storage during backward (autograd/tape.c) */

@@ -86,6 +86,10 @@ static vnm_tensor *alloc(vnm_ctx *ctx, vnm_dtype dt, int ndim, const int64_t *sh
     t->persistent = persistent;
     t->born = ctx->tape_len;
     t->holders = 1;
+    if (!persistent) {
+        t->prev_made = ctx->last_made;
+        ctx->last_made = t;
+    }
     size_t bytes = (size_t)vnm_numel(t) * vnm_dtype_size(dt);
     t->data = vnm_arena_alloc(data, bytes);
     if (!t->data) {
@@ -174,6 +178,8 @@ vnm_tensor *vnm_tensor_view(vnm_ctx *ctx, vnm_tensor *x, int ndim, const int64_t
     t->base = x->base ? x->base : x;
     t->born = ctx->tape_len;
     t->base->holders++;
+    t->prev_made = ctx->last_made;
+    ctx->last_made = t;
     return t;
 }
 

@@ -152,6 +152,38 @@ static void test_segment_trains_inner_parameters(void **state)
     for (int k = 0; k < 2; k++) free(g[k][0]), free(g[k][1]);
 }
 
+/* Without grad the model's blocks give their activations back as they end: the same logits as a
+ * forward that keeps them, in much less memory. */
+static void test_vit_eval_holds_one_block(void **state)
+{
+    (void)state;
+    float *logits[2];
+    size_t bytes[2];
+    for (int k = 0; k < 2; k++) {
+        vnm_ctx_config cc = {VNM_DEVICE_CPU, 3, 2};
+        vnm_ctx *ctx = vnm_ctx_create(&cc);
+        vnm_vit_config cfg = {.embed_dim = 48, .depth = 4, .num_heads = 3, .mlp_ratio = 4,
+                              .patch = 4, .img_size = 16, .in_chans = 3, .num_classes = 7};
+        vnm_vit *m = vnm_vit_new(ctx, &cfg);
+        assert_non_null(m);
+        vnm_ctx_set_training(ctx, false);
+        vnm_tensor *x = vnm_tensor_new(ctx, VNM_DTYPE_F32, 4, VNM_SHAPE(16, 3, 16, 16));
+        assert_int_equal(vnm_rng_normal(ctx, x, 0, 1), VNM_OK);
+        bool was = vnm_ctx_set_grad_enabled(ctx, k == 0); /* k = 0 keeps everything (a tape) */
+        vnm_tensor *y = vnm_vit_forward(ctx, m, x, NULL);
+        assert_non_null(y);
+        logits[k] = tu_host(ctx, y);
+        bytes[k] = vnm_ctx_step_bytes(ctx);
+        vnm_ctx_set_grad_enabled(ctx, was);
+        vnm_vit_free(m);
+        vnm_ctx_destroy(ctx);
+    }
+    assert_memory_equal(logits[0], logits[1], 16 * 7 * sizeof(float));
+    if (bytes[1] > bytes[0] / 2) fail_msg("eval %zu bytes, with a tape %zu", bytes[1], bytes[0]);
+    free(logits[0]);
+    free(logits[1]);
+}
+
 static void test_segment_without_grad_just_runs(void **state)
 {
     vnm_ctx *ctx = *state;
@@ -176,6 +208,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_segment_trains_inner_parameters, tu_setup,
                                         tu_teardown),
         cmocka_unit_test_setup_teardown(test_segment_without_grad_just_runs, tu_setup, tu_teardown),
+        cmocka_unit_test(test_vit_eval_holds_one_block),
     };
     return cmocka_run_group_tests_name("step_memory", tests, NULL, NULL);
 }
