@@ -398,6 +398,14 @@ static void test_mixed_precision_runs(void **state)
     assert_true(last_train_value(metrics[2], "loss_scale") > 0);
     check_resume(dir, out[2], 4, "f16from4");
     check_resume(dir, out[2], 8, "f16from8");
+    char *text = NULL, err[512];
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    assert_int_equal(vnm_inspect_print(out[2], f, err, sizeof err), VNM_OK);
+    fclose(f);
+    tu_assert_has(text, "loss scale: ");
+    tu_assert_has(text, " steps skipped");
+    free(text);
     for (int i = 0; i < 3; i++) {
         free(out[i]);
         free(metrics[i]);

@@ -225,6 +225,11 @@ static vnm_status print_all(vnm_ckpt_reader *r, FILE *out, char *err, size_t err
     else
         fprintf(out, "optimizer: none\n");
     free(kind);
+    double scale;
+    int64_t skipped;
+    if (vnm_ckpt_get_f64(r, "/optim", "loss_scale", &scale, NULL, 0) == VNM_OK &&
+        vnm_ckpt_get_i64(r, "/optim", "loss_scale_skipped", &skipped, NULL, 0) == VNM_OK)
+        fprintf(out, "loss scale: %g (f16), %lld steps skipped\n", scale, (long long)skipped);
     fprintf(out, "rng: seed %llu, offset %llu\n", (unsigned long long)rng[0],
             (unsigned long long)rng[1]);
     fprintf(out, "data: epoch %lld, index %lld, seed %llu\n", (long long)dpos[0],
