@@ -112,6 +112,7 @@ vnm_tensor *vnm_lora_sampled(vnm_ctx *ctx, vnm_lora *l)
     free(At);
     vnm_tensor *in[2] = {l->A, l->B};
     vnm_node *node = vnm_tape_record(ctx, op, sampled_backward, out, 2, in);
+    vnm_node_reads(node, VNM_READS_IN(0) | VNM_READS_IN(1));
     if (node) node->extra = l;
     return out;
 }
@@ -258,6 +259,7 @@ vnm_tensor *vnm_lora_penalty(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *W, float lam
     *(float *)out->data = (float)(0.5 * lambda * sum);
     vnm_tensor *in[3] = {l->A, l->B, W};
     vnm_node *node = vnm_tape_record(ctx, op, penalty_backward, out, 3, in);
+    vnm_node_reads(node, VNM_READS_IN(0) | VNM_READS_IN(1) | VNM_READS_IN(2));
     if (node) {
         node->extra = l;
         node->farg[0] = lambda;

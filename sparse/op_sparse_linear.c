@@ -96,6 +96,7 @@ vnm_tensor *vnm_sparse_linear_vals(vnm_ctx *ctx, vnm_tensor *x, const vnm_sparse
     vnm_spmm_fwd(&v, (const float *)x->data, T, (float *)y->data);
     vnm_tensor *in[3] = {x, vals, b};
     vnm_node *node = vnm_tape_record(ctx, op, sparse_linear_backward, y, 3, in);
+    vnm_node_reads(node, VNM_READS_IN(0) | VNM_READS_IN(1)); /* x for dvals, vals for dx */
     if (node) {
         node->extra = (void *)w;
         node->iarg[0] = T;

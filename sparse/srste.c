@@ -165,6 +165,7 @@ vnm_tensor *vnm_srste_linear(vnm_ctx *ctx, vnm_srste *s, vnm_tensor *x, vnm_tens
     vnm_spmm_fwd(&v, (const float *)x->data, T, (float *)y->data);
     vnm_tensor *in[3] = {x, s->w, b};
     vnm_node *node = vnm_tape_record(ctx, op, srste_backward, y, 3, in);
+    vnm_node_reads(node, VNM_READS_IN(0) | VNM_READS_IN(1)); /* x for dW, W for its decay */
     if (node) {
         node->extra = s;
         node->iarg[0] = T;
