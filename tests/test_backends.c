@@ -170,6 +170,16 @@ static vnm_tensor *f_mask(vnm_ctx *ctx, vnm_tensor **in, void *u)
     return vnm_mask(ctx, in[0], vnm_tensor_from(ctx, VNM_DTYPE_U8, 2, VNM_SHAPE(5, 33), m));
 }
 
+/* 60 values into a [9, 11] matrix at distinct positions, every fourth value dropped (-1) */
+static vnm_tensor *f_scatter(vnm_ctx *ctx, vnm_tensor **in, void *u)
+{
+    (void)u;
+    int32_t idx[60];
+    for (int k = 0; k < 60; k++) idx[k] = k % 4 == 3 ? -1 : (int32_t)((k * 37) % 99);
+    vnm_tensor *index = vnm_tensor_from(ctx, VNM_DTYPE_I32, 2, VNM_SHAPE(6, 10), idx);
+    return vnm_scatter(ctx, in[0], index, 2, VNM_SHAPE(9, 11));
+}
+
 static vnm_tensor *f_add(vnm_ctx *ctx, vnm_tensor **in, void *u)
 {
     (void)u;
@@ -358,6 +368,7 @@ static const bk_case cases[] = {
     CASE("div_broadcast", f_div, 2, IN(-2, 2, 2, 3, 8), IN(0.5, 2, 1, 8)),
     CASE("scale", f_scale, 1, IN(-3, 3, 2, 300, 301)),
     CASE("mask", f_mask, 1, IN(-3, 3, 2, 5, 33)),
+    CASE("scatter", f_scatter, 1, IN(-3, 3, 2, 6, 10)),
     CASE("shape_views", f_shapes, 1, IN(-1, 1, 3, 4, 2, 3)),
     CASE("sum_mean", f_sum_mean, 1, IN(-1, 1, 3, 3, 4, 5)),
     CASE("gelu", f_gelu, 1, IN(-5, 5, 2, 170, 123)),
