@@ -1,5 +1,5 @@
-/* tests/test_shape.c — reshape, transpose, permute, contiguous, slice, split, concat: forward
- * against index arithmetic, views share storage, finite-difference gradients, errors. */
+/* tests/test_shape.c — reshape, transpose, permute, contiguous, slice, split, concat, scatter:
+ * forward against index arithmetic, views share storage, finite-difference gradients, errors. */
 #include <stdlib.h>
 
 #include "test_util.h"
