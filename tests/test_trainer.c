@@ -806,6 +806,26 @@ static void assert_losses_close(const char *a, const char *b, int64_t last, doub
     free(mb);
 }
 
+/* Gradient accumulation: 2 batches of 8 per optimiser step train like batches of 16 (the same
+ * samples, augmentations and mean gradient), up to the order of float sums; the data position
+ * advances by 2 batches a step, so a resume continues exactly. */
+static void test_gradient_accumulation(void **state)
+{
+    REQUIRE_DATA();
+    const char *dir = *state;
+    char *recipe = write_file(dir, "mini.yaml", mini_recipe);
+    const char *ov[2] = {"data.batch_size=8", "optim.gradient_accumulation_steps=2"};
+    char *a = run_into(dir, recipe, "batch16", NULL, 0);
+    char *b = run_into(dir, recipe, "accum2x8", ov, 2);
+    assert_losses_close(a, b, 12, 1e-5);
+    char *mb = read_in(b, "metrics.jsonl");
+    tu_assert_has(mb, "\"unit\":\"img/s\"");
+    free(mb);
+    check_resume(dir, b, 4, "accum-from4");
+    check_resume(dir, b, 8, "accum-from8");
+    free(a), free(b), free(recipe);
+}
+
 /* The dense form of the ViT's sparse_fixed stage (what a GPU runs: the compressed values
  * scattered into dense weights; forced on the CPU by VNM_SPARSE_DENSE=1) trains like the sparse
  * kernels, through a permuted prune: up to the order of float sums the same losses, the same
@@ -1093,6 +1113,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_llama_dense_form, tu_setup_tmpdir,
                                         tu_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_vit_dense_form, tu_setup_tmpdir, tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_gradient_accumulation, tu_setup_tmpdir,
+                                        tu_teardown_tmpdir),
         cmocka_unit_test(test_quickstart_recipe),
         cmocka_unit_test(test_llama_recipes),
         cmocka_unit_test_setup_teardown(test_llama_bad_input, tu_setup_tmpdir,

@@ -135,6 +135,7 @@ typedef struct {
         bool nesterov;
         double betas[2];
         double eps, clip_grad_norm; /* clip_grad_norm 0: off */
+        int64_t gradient_accumulation_steps; /* batches per optimiser step */
     } optim;
     struct {
         vnm_recipe_schedule name;

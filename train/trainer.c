@@ -178,7 +178,10 @@ static int check_supported(trainer *t)
 static int resolve_steps(trainer *t)
 {
     const vnm_recipe *r = &t->r;
-    int64_t bpe = t->task->batches_per_epoch(t->ts), fixed = 0;
+    /* an optimiser step takes gradient_accumulation_steps batches */
+    int64_t bpe = t->task->batches_per_epoch(t->ts) / r->optim.gradient_accumulation_steps;
+    int64_t fixed = 0;
+    if (bpe < 1) bpe = 1;
     double frac = 0;
     t->stage_steps = calloc((size_t)r->n_stages, sizeof *t->stage_steps);
     t->stage_sched = calloc((size_t)r->n_stages, sizeof *t->stage_sched);
@@ -545,35 +548,36 @@ static void log_step(trainer *t, const char *stage, double lr)
 /* Below this the loss scale is given up on (torch's GradScaler goes on halving forever). */
 #define MIN_LOSS_SCALE (1.0 / 65536)
 
-/* Backward from the loss, seeded with the loss scale when scaling (torch: scaler.scale(loss)). */
-static int backward(trainer *t, vnm_tensor *loss)
+/* Backward from weight·loss, times the loss scale when scaling (torch: scaler.scale(loss)). */
+static int backward(trainer *t, vnm_tensor *loss, double weight)
 {
     vnm_ctx *ctx = t->ctx;
     vnm_tensor *seed = NULL;
-    if (t->loss_scaling) {
+    double v = (t->loss_scaling ? (double)t->scaler.scale : 1.0) * weight;
+    if (v != 1.0) {
         seed = vnm_tensor_empty(ctx, VNM_DTYPE_F32, loss->ndim, loss->shape);
-        if (seed && vnm_tensor_fill(ctx, seed, t->scaler.scale)) seed = NULL;
+        if (seed && vnm_tensor_fill(ctx, seed, (float)v)) seed = NULL;
     }
-    if ((t->loss_scaling && !seed) ||
+    if ((v != 1.0 && !seed) ||
         (seed ? vnm_backward_seed(ctx, loss, seed) : vnm_backward(ctx, loss)))
         return fail(t, 1, "step %lld: backward: %s", (long long)t->prog.step + 1,
                     vnm_ctx_error(ctx));
     return 0;
 }
 
-static int train_step(trainer *t, const vnm_recipe_stage *s, double *lr_out)
+/* One batch's forward and backward, its gradients added to the parameters' (weighted 1/accum);
+ * the regulariser (extra_loss) joins the first batch, once per step. *loss_out: its loss. */
+static int micro_step(trainer *t, const vnm_recipe_stage *s, int64_t a, int64_t accum,
+                      double *loss_out, int64_t *items)
 {
     vnm_ctx *ctx = t->ctx;
-    double start = now_s();
     vnm_tensor *loss = NULL, *term = NULL;
-    int64_t items = 0;
     int rc;
-    if ((rc = task_rc(t, t->task->step_begin(t->ts, t->prog.step))) ||
-        (rc = task_rc(t, t->task->train_forward(t->ts, &loss, &items))))
-        return rc;
-    if (loss && t->task->extra_loss) {
+    if ((rc = task_rc(t, t->task->train_forward(t->ts, &loss, items)))) return rc;
+    if (loss && a == 0 && t->task->extra_loss) {
         if ((rc = task_rc(t, t->task->extra_loss(t->ts, &term)))) return rc;
-        if (term) loss = vnm_add(ctx, loss, term);
+        /* weighted 1/accum below like the batch's loss, so scaled up here to count once */
+        if (term) loss = vnm_add(ctx, loss, accum == 1 ? term : vnm_scale(ctx, term, (float)accum));
     }
     if (!loss) return fail(t, 1, "step %lld: %s", (long long)t->prog.step + 1, vnm_ctx_error(ctx));
     float lv = vnm_item(ctx, loss);
@@ -582,16 +586,36 @@ static int train_step(trainer *t, const vnm_recipe_stage *s, double *lr_out)
                           "good one stays)%s", (long long)t->prog.step + 1, s->name, (double)lv,
                     t->loss_scaling ? " (with f16 products a forward activation may have passed "
                                       "65504; bf16 has f32's range)" : "");
+    *loss_out = lv;
+    if ((rc = backward(t, loss, 1.0 / (double)accum))) return rc;
+    if (a + 1 < accum) vnm_ctx_reset_step(ctx); /* the parameters' gradients stay */
+    return 0;
+}
+
+static int train_step(trainer *t, const vnm_recipe_stage *s, double *lr_out)
+{
+    vnm_ctx *ctx = t->ctx;
+    double start = now_s();
+    int64_t accum = t->r.optim.gradient_accumulation_steps, items = 0;
+    double loss_sum = 0;
+    int rc;
+    if ((rc = task_rc(t, t->task->step_begin(t->ts, t->prog.step)))) return rc;
+    vnm_optim_zero_grad(t->opt);
+    for (int64_t a = 0; a < accum; a++) {
+        double lv = 0;
+        int64_t n = 0;
+        if ((rc = micro_step(t, s, a, accum, &lv, &n))) return rc;
+        loss_sum += lv;
+        items += n;
+    }
     double scale = isnan(s->optim.lr) ? 1.0 : s->optim.lr / t->r.optim.lr;
     double lr = t->r.schedule.per_stage
                     ? vnm_schedule_lr(&t->stage_sched[t->prog.stage_index], t->prog.stage_step)
                     : vnm_schedule_lr(&t->sched, t->prog.step);
     lr *= scale;
     *lr_out = lr;
-    t->last_loss = lv;
+    t->last_loss = loss_sum / (double)accum;
     t->window_items += items;
-    vnm_optim_zero_grad(t->opt);
-    if ((rc = backward(t, loss))) return rc;
     if (t->loss_scaling) {
         float used = t->scaler.scale;
         bool finite = vnm_loss_scaler_unscale(&t->scaler, t->opt);
