@@ -1,5 +1,6 @@
 /* autograd/op_dropout.c — dropout (per element), drop-path (per sample along dim 0, as timm's
- * DropPath) and the product with a given mask (vnm_mask: dropout's kernels at p = 0). Both are the identity, returning x itself with no tape node, unless the context is
+ * DropPath) and the product with a given mask (vnm_mask: dropout's kernels at p = 0). Dropout and
+ * drop-path are the identity, returning x itself with no tape node, unless the context is
  * training and p > 0. Kept values are scaled by 1/(1-p) so the expectation is unchanged. The keep
  * decisions come from the context's Philox stream (one reserved block per four decisions) and are
  * saved on the node as a u8 step tensor, so backward replays exactly the forward's mask. */

@@ -307,7 +307,8 @@ static masked_run run_masked(vnm_ctx *ctx, vnm_lora *l, vnm_tensor *W, vnm_tenso
     r.dB = tu_host(ctx, l->B->grad);
     vnm_ctx_reset_step(ctx);
     vnm_zero_grad(ctx, params, 3);
-    vnm_tensor *p = dense ? vnm_lora_penalty_dense(ctx, l, W, 0.5f) : vnm_lora_penalty(ctx, l, W, 0.5f);
+    vnm_tensor *p = dense ? vnm_lora_penalty_dense(ctx, l, W, 0.5f)
+                          : vnm_lora_penalty(ctx, l, W, 0.5f);
     assert_non_null(p);
     r.pen = vnm_item(ctx, p);
     assert_int_equal(vnm_backward(ctx, p), VNM_OK);

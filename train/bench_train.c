@@ -190,7 +190,8 @@ static int prune_blocks(vnm_ctx *ctx, vnm_vit *m, const char *pattern)
 }
 
 /* One training step; on the last step of a window *loss receives the loss (a device → host copy
- * that waits for the step to finish). scaler: f16's loss scaling as the trainer does it, or NULL. */
+ * that waits for the step to finish). scaler: f16's loss scaling as the trainer does it, or
+ * NULL. */
 static int train_step(vnm_ctx *ctx, vnm_vit *m, vnm_optim *opt, vnm_tensor *x, vnm_tensor *y,
                       double clip, vnm_loss_scaler *scaler, float *loss)
 {
@@ -325,7 +326,8 @@ static int run(const train_opts *o)
     }
     if (!rc && o->profile) { /* one more window, each op synchronised and timed */
         rc = vnm_ctx_set_profile(ctx, true) != VNM_OK;
-        for (int i = 0; !rc && i < steps; i++) rc = train_step(ctx, m, opt, x, y, s.clip, scaler, NULL);
+        for (int i = 0; !rc && i < steps; i++)
+            rc = train_step(ctx, m, opt, x, y, s.clip, scaler, NULL);
         if (!rc) {
             fprintf(stderr, "profile of %d steps (device synchronised after every op):\n", steps);
             vnm_profile_print(ctx, stderr);

@@ -4,7 +4,8 @@
  *
  * Execution model: every kernel, copy and library call runs on one non-blocking stream of the
  * backend's (vnm_cuda_stream), in issue order; a copy to the host waits for that stream. Other
- * streams (an upload overlapping the step, NCCL's) order themselves against it with events. Kernels are deterministic: no float atomics; reductions run in a fixed order.
+ * streams (an upload overlapping the step, NCCL's) order themselves against it with events.
+ * Kernels are deterministic: no float atomics; reductions run in a fixed order.
  * A CUDA error inside a kernel-table entry cannot be returned (the table's entries return void):
  * it is printed with the file, line and call, and the process aborts. */
 #ifndef VNM_CUDA_COMMON_CUH
