@@ -226,6 +226,14 @@ void vnm_ctx_set_free_in_backward(vnm_ctx *ctx, bool on);
 typedef vnm_tensor *(*vnm_segment_fn)(vnm_ctx *ctx, vnm_tensor *const *in, int n_in, void *user);
 vnm_tensor *vnm_checkpoint(vnm_ctx *ctx, vnm_segment_fn fn, void *user, int n_in,
                            vnm_tensor *const *in);
+/* The same segment run once, its activations kept for backward, but only those a backward
+ * reads: without grad, or when the context releases in backward, what fn made that no backward
+ * reads (vnm_node_reads) is given back as fn returns, its output excepted. A transformer block
+ * passes on its output alone, so the step never holds the f32 activations that only the block's
+ * own forward used (PyTorch frees them by reference counting); the products' half copies of
+ * their inputs (mixed precision) take their place. Same rules for fn as vnm_checkpoint. */
+vnm_tensor *vnm_segment(vnm_ctx *ctx, vnm_segment_fn fn, void *user, int n_in,
+                        vnm_tensor *const *in);
 /* Reverse-mode backward from a scalar: seeds d(loss) = 1. */
 vnm_status vnm_backward(vnm_ctx *ctx, vnm_tensor *loss);
 /* Reverse-mode backward from any tensor with an explicit seed gradient of the same shape. */

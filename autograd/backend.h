@@ -157,6 +157,29 @@ typedef struct vnm_backend {
                                   int64_t B, int64_t Hq, int64_t Hkv, int64_t T, int64_t S,
                                   int64_t D, float scale);
 
+    /* Fused attention in a half dtype dt (bf16 or f16), as flash attention computes it: no
+     * probabilities are stored, only stats[B, Hq, T] (f32, contiguous), each query row's
+     * log-sum-exp of its scaled, masked scores, from which backward recomputes them. q, k, v, o,
+     * dout and dq, dk, dv are in dt and strided as in the entries above. Causal masking only with
+     * T == S. Backward overwrites dq, dk, dv (every element; dk and dv sum over the rep query
+     * heads of their KV head). Optional (cuDNN's fused SDPA on CUDA); the forward may decline a
+     * case (head size, alignment, no library support): false means nothing was written and the
+     * op runs the f32 entries. Once a forward has run a case, its backward runs it too (a false
+     * return there is a runtime failure). */
+    bool (*attention_half_fwd)(vnm_dtype dt, void *o, vnm_attn_strides os, float *stats,
+                               const void *q, vnm_attn_strides qs, const void *k,
+                               vnm_attn_strides ks, const void *v, vnm_attn_strides vs, int64_t B,
+                               int64_t Hq, int64_t Hkv, int64_t T, int64_t S, int64_t D,
+                               bool causal, float scale);
+    bool (*attention_half_bwd)(vnm_dtype dt, void *dq, vnm_attn_strides dqs, void *dk,
+                               vnm_attn_strides dks, void *dv, vnm_attn_strides dvs,
+                               const void *dout, vnm_attn_strides dos, const void *o,
+                               vnm_attn_strides os, const float *stats, const void *q,
+                               vnm_attn_strides qs, const void *k, vnm_attn_strides ks,
+                               const void *v, vnm_attn_strides vs, int64_t B, int64_t Hq,
+                               int64_t Hkv, int64_t T, int64_t S, int64_t D, bool causal,
+                               float scale);
+
     /* embedding: ids are i32 (ids64 false) or i64; out[n, D] = table[ids[i]] */
     void (*embedding_fwd)(float *out, const void *ids, bool ids64, const float *table,
                           int64_t n, int64_t D);

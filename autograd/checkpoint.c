@@ -57,23 +57,37 @@ static void checkpoint_backward(vnm_ctx *ctx, vnm_node *node)
     }
 }
 
+static bool inputs_ok(vnm_ctx *ctx, const char *op, int n_in, vnm_tensor *const *in)
+{
+    if (n_in < 1 || n_in > VNM_NODE_MAX_IN) {
+        vnm_ctx_fail(ctx, VNM_ERR_INPUT, "%s: 1 to %d inputs, got %d", op, VNM_NODE_MAX_IN,
+                     n_in);
+        return false;
+    }
+    for (int i = 0; i < n_in; i++)
+        if (!in[i]) return false;
+    return true;
+}
+
+vnm_tensor *vnm_segment(vnm_ctx *ctx, vnm_segment_fn fn, void *user, int n_in,
+                        vnm_tensor *const *in)
+{
+    if (!inputs_ok(ctx, "segment", n_in, in)) return NULL;
+    /* without grad nothing is read later: all but the output can go */
+    bool give_back = !ctx->grad_enabled || ctx->free_in_backward;
+    vnm_tensor *mark = ctx->last_made;
+    int64_t first = ctx->tape_len;
+    vnm_tensor *y = fn(ctx, in, n_in, user);
+    if (y && give_back) vnm_release_made_since(ctx, mark, first, y);
+    return y;
+}
+
 vnm_tensor *vnm_checkpoint(vnm_ctx *ctx, vnm_segment_fn fn, void *user, int n_in,
                            vnm_tensor *const *in)
 {
-    if (n_in < 1 || n_in > VNM_NODE_MAX_IN) {
-        vnm_ctx_fail(ctx, VNM_ERR_INPUT, "checkpoint: 1 to %d inputs, got %d", VNM_NODE_MAX_IN,
-                     n_in);
-        return NULL;
-    }
-    for (int i = 0; i < n_in; i++)
-        if (!in[i]) return NULL;
-    if (!ctx->grad_enabled) { /* no backward: all but the output can go at once */
-        vnm_tensor *mark = ctx->last_made, *y = fn(ctx, in, n_in, user);
-        for (vnm_tensor *t = ctx->last_made; y && t && t != mark; t = t->prev_made)
-            if (t != y) vnm_release(ctx, t);
-        return y;
-    }
-    if (ctx->linear_hook) return fn(ctx, in, n_in, user); /* calibration must see one run */
+    if (!inputs_ok(ctx, "checkpoint", n_in, in)) return NULL;
+    if (!ctx->grad_enabled || ctx->linear_hook) /* calibration must see one run */
+        return vnm_segment(ctx, fn, user, n_in, in);
     segment *seg = vnm_step_meta_alloc(ctx, sizeof *seg);
     if (!seg) return NULL;
     *seg = (segment){fn, user, ctx->rng, ctx->training, ctx->matmul_dtype};

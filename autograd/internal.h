@@ -83,6 +83,11 @@ vnm_status vnm_tape_run(vnm_ctx *ctx, int64_t first, int64_t last, const vnm_ten
 /* Drops the nodes from first to the end of the tape, giving back what their ops made (outputs,
  * owned saved tensors) except keep. */
 void vnm_tape_drop(vnm_ctx *ctx, int64_t first, const vnm_tensor *keep);
+/* Gives back the step tensors made after mark (ctx->last_made when it was taken) that no
+ * backward of the nodes from first on reads, keep excepted: a segment's activations that only
+ * its own forward used. */
+void vnm_release_made_since(vnm_ctx *ctx, const vnm_tensor *mark, int64_t first,
+                            const vnm_tensor *keep);
 
 /* Runs node's backward timed for the profile (ctx->profile must be set). */
 void vnm_profile_backward(vnm_ctx *ctx, vnm_node *node);

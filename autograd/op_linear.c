@@ -3,15 +3,21 @@
  * flags and accumulate straight into the gradient buffers (beta = 1). The linear forward uses the
  * backend's fused product with the bias epilogue when it has one (linear_fwd).
  *
- * Operands in another dtype than the product's are converted into step temporaries given back
- * right after the product (vnm_release), so the step keeps no second copy of an activation:
- *   - mixed precision (vnm_ctx_set_matmul_dtype bf16/f16): x, dy (and matmul's a, b) are rounded
- *     to the half dtype for each product, forward and backward; the half copy of a weight is kept
- *     on the node from forward to backward (as PyTorch's autocast caches it), and a frozen weight
- *     of that dtype is used as it is. The gradients reach the f32 master weights unrounded
- *     (PyTorch's autocast rounds dW to bf16 first).
- *   - in f32, a frozen bf16/f16 weight (a LoRA base held at half the memory) is widened for each
- *     product, so at most one f32 copy exists at a time. */
+ * Backward reads only the operands a gradient needs: x (matmul's a) for dW (db), W (b) for dx
+ * (da); a frozen weight's linear does not hold its input.
+ *
+ * Mixed precision (vnm_ctx_set_matmul_dtype bf16/f16): every product, forward and backward, takes
+ * its operands rounded to the half dtype. The half copies the backward needs are made once, in
+ * forward, and kept on the node in place of the f32 operands: the activations a step holds for
+ * its products are half precision (with vnm_segment, the f32 ones go as their block ends), and
+ * the half copy of a weight is cached as PyTorch's autocast caches it. A frozen weight of that
+ * dtype is used as it is. The gradients reach the f32 master weights unrounded (PyTorch's
+ * autocast rounds dW to bf16 first).
+ *
+ * Operands in another dtype than the product's that are not kept are converted into step
+ * temporaries given back right after the product (vnm_release): in f32, a frozen bf16/f16 weight
+ * (a LoRA base held at half the memory) is widened for each product, so at most one f32 copy
+ * exists at a time; dy is rounded for each backward product. */
 #include "internal.h"
 
 /* t (contiguous) as an operand in dtype dt: t itself, or a step copy to give back with
@@ -57,8 +63,31 @@ static void linear_product(vnm_ctx *ctx, vnm_dtype dt, int64_t T, int64_t O, int
     product(ctx, dt, false, true, T, O, I, x, I, 0, w, I, 0, beta, VNM_F32(y), O, 0, 1);
 }
 
-/* iarg: T, O, I, the product dtype; saved[0]: W's half copy (owned), when mixed precision made
- * one */
+/* The operand a backward product reads: the copy kept on the node, else t in dt as a temporary
+ * (given back with temp_done). */
+static vnm_tensor *operand(vnm_ctx *ctx, vnm_tensor *kept, vnm_tensor *t, vnm_dtype dt)
+{
+    return kept ? kept : temp_as(ctx, t, dt);
+}
+
+static void operand_done(vnm_ctx *ctx, vnm_tensor *o, const vnm_tensor *kept, const vnm_tensor *t)
+{
+    if (o != kept) temp_done(ctx, o, t);
+}
+
+/* Keeps the converted operand tmp (made from t) on node as saved[i] when the backward needs it
+ * and it is a copy; else gives it back. Returns whether node now reads t itself. */
+static bool keep_operand(vnm_ctx *ctx, vnm_node *node, int i, vnm_tensor *tmp, vnm_tensor *t,
+                         bool needed)
+{
+    bool keep = needed && tmp != t && tmp->dtype != VNM_DTYPE_F32;
+    if (keep) vnm_node_own(node, i, tmp);
+    else temp_done(ctx, tmp, t);
+    return needed && !keep;
+}
+
+/* iarg: T, O, I, the product dtype; saved[0], saved[1]: the half copies of W and x (owned) that
+ * mixed precision kept for dx and dW */
 static void linear_backward(vnm_ctx *ctx, vnm_node *node)
 {
     vnm_tensor *x = node->in[0], *w = node->in[1], *b = node->in[2];
@@ -71,18 +100,18 @@ static void linear_backward(vnm_ctx *ctx, vnm_node *node)
     vnm_tensor *dy = temp_as(ctx, g, dt); /* [T, O] in dt */
     if (!dy) return;
     if (dx) {
-        vnm_tensor *wo = node->saved[0] ? node->saved[0] : temp_as(ctx, w, dt); /* [O, I] */
+        vnm_tensor *wo = operand(ctx, node->saved[0], w, dt); /* [O, I] */
         if (wo)
             product(ctx, dt, false, false, T, I, O, dy->data, O, 0, wo->data, I, 0, bx,
                     VNM_F32(dx), I, 0, 1);
-        if (wo != node->saved[0]) temp_done(ctx, wo, w);
+        operand_done(ctx, wo, node->saved[0], w);
     }
     if (dw) {
-        vnm_tensor *xo = temp_as(ctx, x, dt); /* [T, I] */
+        vnm_tensor *xo = operand(ctx, node->saved[1], x, dt); /* [T, I] */
         if (xo)
             product(ctx, dt, true, false, O, I, T, dy->data, O, 0, xo->data, I, 0, bw,
                     VNM_F32(dw), I, 0, 1);
-        temp_done(ctx, xo, x);
+        operand_done(ctx, xo, node->saved[1], x);
     }
     if (db) ctx->be->sum_axis(VNM_F32(db), VNM_F32(g), 1, T, O, bb != 0.0f);
     temp_done(ctx, dy, g);
@@ -135,18 +164,17 @@ vnm_tensor *vnm_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, vnm_tensor *b
     vnm_dtype dt = ctx->matmul_dtype;
     vnm_tensor *xo = temp_as(ctx, x, dt), *wo = temp_as(ctx, w, dt); /* [T, I], [O, I] in dt */
     if (xo && wo) linear_product(ctx, dt, T, O, I, xo->data, wo->data, b, y);
-    temp_done(ctx, xo, x);
     if (!xo || !wo) {
+        temp_done(ctx, xo, x);
         temp_done(ctx, wo, w);
         return NULL;
     }
     vnm_tensor *in[3] = {x, w, b};
     vnm_node *node = vnm_tape_record(ctx, op, linear_backward, y, 3, in);
-    vnm_node_reads(node, VNM_READS_IN(0) | VNM_READS_IN(1));
-    /* a half copy of a trainable weight serves backward too; a widened frozen one is given back */
-    bool keep = dt != VNM_DTYPE_F32 && wo != w && node;
-    if (keep) vnm_node_own(node, 0, wo);
-    else temp_done(ctx, wo, w);
+    /* half copies serve backward too; a widened frozen weight is given back */
+    bool reads_w = keep_operand(ctx, node, 0, wo, w, node && x->requires_grad);
+    bool reads_x = keep_operand(ctx, node, 1, xo, x, node && w->requires_grad);
+    vnm_node_reads(node, (reads_x ? VNM_READS_IN(0) : 0) | (reads_w ? VNM_READS_IN(1) : 0));
     if (node) {
         node->iarg[0] = T;
         node->iarg[1] = O;
@@ -156,7 +184,8 @@ vnm_tensor *vnm_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, vnm_tensor *b
     return y;
 }
 
-/* iarg: batch, M, K, N, b shared (stride 0), the product dtype */
+/* iarg: batch, M, K, N, b shared (stride 0), the product dtype; saved[0], saved[1]: the half
+ * copies of a and b (owned) that mixed precision kept for db and da */
 static void matmul_backward(vnm_ctx *ctx, vnm_node *node)
 {
     vnm_tensor *a = node->in[0], *b = node->in[1];
@@ -169,20 +198,20 @@ static void matmul_backward(vnm_ctx *ctx, vnm_node *node)
     vnm_tensor *g = node->out->grad, *dy = temp_as(ctx, g, dt); /* [batch, M, N] */
     if (!dy) return;
     if (da) {
-        vnm_tensor *bo = temp_as(ctx, b, dt);
+        vnm_tensor *bo = operand(ctx, node->saved[1], b, dt);
         if (bo)
             product(ctx, dt, false, true, M, K, N, dy->data, N, M * N, bo->data, N, sb, ba,
                     VNM_F32(da), K, M * K, batch);
-        temp_done(ctx, bo, b);
+        operand_done(ctx, bo, node->saved[1], b);
     }
-    vnm_tensor *ao = db ? temp_as(ctx, a, dt) : NULL;
+    vnm_tensor *ao = db ? operand(ctx, node->saved[0], a, dt) : NULL;
     if (ao && shared) /* Σ over the batch of aᵀ·dy is one GEMM over the stacked rows */
         product(ctx, dt, true, false, K, N, batch * M, ao->data, K, 0, dy->data, N, 0, bb,
                 VNM_F32(db), N, 0, 1);
     else if (ao)
         product(ctx, dt, true, false, K, N, M, ao->data, K, M * K, dy->data, N, M * N, bb,
                 VNM_F32(db), N, K * N, batch);
-    temp_done(ctx, ao, a);
+    if (ao) operand_done(ctx, ao, node->saved[0], a);
     temp_done(ctx, dy, g);
 }
 
@@ -224,12 +253,16 @@ vnm_tensor *vnm_matmul(vnm_ctx *ctx, vnm_tensor *a, vnm_tensor *b)
     if (ao && bo)
         product(ctx, dt, false, false, M, N, K, ao->data, K, M * K, bo->data, N,
                 shared ? 0 : K * N, 0.0f, VNM_F32(y), N, M * N, batch);
-    temp_done(ctx, ao, a);
-    temp_done(ctx, bo, b);
-    if (!ao || !bo) return NULL;
+    if (!ao || !bo) {
+        temp_done(ctx, ao, a);
+        temp_done(ctx, bo, b);
+        return NULL;
+    }
     vnm_tensor *in[2] = {a, b};
     vnm_node *node = vnm_tape_record(ctx, op, matmul_backward, y, 2, in);
-    vnm_node_reads(node, VNM_READS_IN(0) | VNM_READS_IN(1));
+    bool reads_a = keep_operand(ctx, node, 0, ao, a, node && b->requires_grad);
+    bool reads_b = keep_operand(ctx, node, 1, bo, b, node && a->requires_grad);
+    vnm_node_reads(node, (reads_a ? VNM_READS_IN(0) : 0) | (reads_b ? VNM_READS_IN(1) : 0));
     if (node) {
         node->iarg[5] = dt;
         node->iarg[0] = batch;

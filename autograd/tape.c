@@ -143,9 +143,8 @@ static bool reads(const vnm_node *node, unsigned what)
     return !node->reads_declared || (node->reads & what);
 }
 
-/* As backward starts: the outputs of nodes first..last that no backward reads (their gradients
- * are made and released later, by the nodes themselves). */
-static void release_unread(vnm_ctx *ctx, int64_t first, int64_t last, const vnm_tensor *start)
+/* Flags what the backward of nodes first..last reads. */
+static void mark_read(vnm_ctx *ctx, int64_t first, int64_t last)
 {
     for (int64_t i = first; i <= last; i++) {
         vnm_node *node = ctx->tape[i];
@@ -155,6 +154,21 @@ static void release_unread(vnm_ctx *ctx, int64_t first, int64_t last, const vnm_
             if (node->saved[k]) node->saved[k]->read_in_backward = true;
         if (reads(node, VNM_READS_OUT)) node->out->read_in_backward = true;
     }
+}
+
+void vnm_release_made_since(vnm_ctx *ctx, const vnm_tensor *mark, int64_t first,
+                            const vnm_tensor *keep)
+{
+    mark_read(ctx, first, ctx->tape_len - 1);
+    for (vnm_tensor *t = ctx->last_made; t && t != mark; t = t->prev_made)
+        if (t != keep && !t->read_in_backward) release(ctx, t);
+}
+
+/* As backward starts: the outputs of nodes first..last that no backward reads (their gradients
+ * are made and released later, by the nodes themselves). */
+static void release_unread(vnm_ctx *ctx, int64_t first, int64_t last, const vnm_tensor *start)
+{
+    mark_read(ctx, first, last);
     for (int64_t i = first; i <= last; i++) {
         vnm_tensor *o = ctx->tape[i]->out;
         if (o->born == i && o != start && !o->read_in_backward) release(ctx, o);

@@ -8,6 +8,8 @@
  *     gives bit-identical loss and gradients (the re-run replays drop-path's random draws) with
  *     less memory; a segment whose input needs no gradient still trains the parameters inside
  *     it (a LoRA adapter on a frozen base); a segment returning a view; without grad it just runs.
+ *   - Segments without checkpointing (vnm_segment): what no backward reads goes as the segment
+ *     ends (with bf16 products, the f32 inputs of the products, which keep half copies).
  * meson runs every test with VNM_POISON_FREED=1, so a released block read later turns into NaN. */
 #include <stdlib.h>
 #include <string.h>
@@ -184,6 +186,63 @@ static void test_vit_eval_holds_one_block(void **state)
     free(logits[1]);
 }
 
+typedef struct {
+    vnm_tensor *w1, *w2;
+    vnm_tensor *hidden; /* set by the segment: gelu's output, which only the second linear reads */
+} mlp_params;
+
+/* linear → gelu → linear */
+static vnm_tensor *mlp(vnm_ctx *ctx, vnm_tensor *const *in, int n_in, void *user)
+{
+    (void)n_in;
+    mlp_params *p = user;
+    p->hidden = vnm_gelu(ctx, vnm_linear(ctx, in[0], p->w1, NULL));
+    return vnm_linear(ctx, p->hidden, p->w2, NULL);
+}
+
+/* A segment (vnm_segment) gives back as it ends the f32 activations no backward reads: with bf16
+ * products the second linear keeps its input's half copy, so gelu's f32 output goes; in f32 it
+ * stays, unless the weight reading it is frozen. The gradients are those of a direct call, bit
+ * for bit. */
+static void test_segment_gives_back_unread_activations(void **state)
+{
+    vnm_ctx *ctx = *state;
+    vnm_ctx_set_free_in_backward(ctx, true);
+    const struct {
+        vnm_dtype dt;
+        bool w2_trainable, released;
+    } cases[] = {{VNM_DTYPE_BF16, true, true}, {VNM_DTYPE_F32, true, false},
+                 {VNM_DTYPE_F32, false, true}, {VNM_DTYPE_F16, false, true}};
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        assert_int_equal(vnm_ctx_set_matmul_dtype(ctx, cases[c].dt), VNM_OK);
+        float *g[2][3];
+        for (int seg = 0; seg < 2; seg++) {
+            vnm_ctx_rng_set(ctx, (vnm_rng_state){7, 0});
+            vnm_tensor *x = tu_param(ctx, 2, VNM_SHAPE(5, 8), -1, 1);
+            mlp_params p = {tu_param(ctx, 2, VNM_SHAPE(16, 8), -1, 1),
+                            tu_param(ctx, 2, VNM_SHAPE(4, 16), -1, 1), NULL};
+            p.w2->requires_grad = cases[c].w2_trainable;
+            vnm_tensor *y = seg ? vnm_segment(ctx, mlp, &p, 1, &x) : mlp(ctx, &x, 1, &p);
+            assert_non_null(y);
+            assert_false(y->released);
+            if (seg && p.hidden->released != cases[c].released)
+                fail_msg("case %zu: gelu's output %s", c,
+                         cases[c].released ? "kept" : "given back");
+            if (!seg) assert_false(p.hidden->released);
+            vnm_tensor *loss = vnm_sum(ctx, vnm_mul(ctx, y, y), VNM_ALL_DIMS, false);
+            assert_int_equal(vnm_backward(ctx, loss), VNM_OK);
+            g[seg][0] = tu_host(ctx, x->grad);
+            g[seg][1] = tu_host(ctx, p.w1->grad);
+            g[seg][2] = cases[c].w2_trainable ? tu_host(ctx, p.w2->grad) : NULL;
+            vnm_ctx_reset_step(ctx);
+        }
+        assert_memory_equal(g[0][0], g[1][0], 5 * 8 * sizeof(float));
+        assert_memory_equal(g[0][1], g[1][1], 16 * 8 * sizeof(float));
+        if (g[0][2]) assert_memory_equal(g[0][2], g[1][2], 4 * 16 * sizeof(float));
+        for (int k = 0; k < 2; k++) free(g[k][0]), free(g[k][1]), free(g[k][2]);
+    }
+}
+
 static void test_segment_without_grad_just_runs(void **state)
 {
     vnm_ctx *ctx = *state;
@@ -206,6 +265,8 @@ int main(void)
         cmocka_unit_test(test_vit_step_bf16_products),
         cmocka_unit_test(test_vit_step_checkpointed_blocks),
         cmocka_unit_test_setup_teardown(test_segment_trains_inner_parameters, tu_setup,
+                                        tu_teardown),
+        cmocka_unit_test_setup_teardown(test_segment_gives_back_unread_activations, tu_setup,
                                         tu_teardown),
         cmocka_unit_test_setup_teardown(test_segment_without_grad_just_runs, tu_setup, tu_teardown),
         cmocka_unit_test(test_vit_eval_holds_one_block),

@@ -832,10 +832,10 @@ vnm_tensor *vnm_llama_forward(vnm_ctx *ctx, vnm_llama *m, vnm_tensor *ids, int64
     for (int64_t i = 0; i < m->cfg.num_hidden_layers; i++) {
         vnm_llama_layer *y = &m->layers[i];
         y->pos = pos_offset;
-        /* without grad (evaluation, generation) a segment holds one layer's activations */
-        x = m->checkpoint_layers || !vnm_ctx_grad_enabled(ctx)
-                ? vnm_checkpoint(ctx, layer_segment, y, 1, &x)
-                : layer_forward(ctx, y, x);
+        /* a segment gives back, as it ends, what no backward reads: evaluation and generation
+         * hold one layer's activations at a time */
+        x = m->checkpoint_layers ? vnm_checkpoint(ctx, layer_segment, y, 1, &x)
+                                 : vnm_segment(ctx, layer_segment, y, 1, &x);
     }
     x = vnm_rmsnorm(ctx, x, m->norm, (float)m->cfg.rms_norm_eps);
     return vnm_llama_linear_forward(ctx, &m->lm_head, x); // [B, T, vocab]

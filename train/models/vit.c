@@ -429,11 +429,10 @@ vnm_tensor *vnm_vit_forward(vnm_ctx *ctx, vnm_vit *m, vnm_tensor *images,
     }
     x = vnm_add(ctx, vnm_concat(ctx, n, parts, 1), m->pos_embed); // [B, T, D]
     for (int64_t i = 0; i < c->depth; i++)
-        /* without grad a segment gives its activations back as it ends: evaluation too holds
-         * one block's at a time */
-        x = m->checkpoint_blocks || !vnm_ctx_grad_enabled(ctx)
-                ? vnm_checkpoint(ctx, block_segment, &m->blocks[i], 1, &x)
-                : block_forward(ctx, &m->blocks[i], x);
+        /* a segment gives back, as it ends, what no backward reads: evaluation holds one
+         * block's activations at a time */
+        x = m->checkpoint_blocks ? vnm_checkpoint(ctx, block_segment, &m->blocks[i], 1, &x)
+                                 : vnm_segment(ctx, block_segment, &m->blocks[i], 1, &x);
     x = vnm_layernorm(ctx, x, m->norm_w, m->norm_b, VNM_VIT_LN_EPS);
     if (!x) return NULL;
     vnm_tensor *logits = pool_head(ctx, &m->head, x, 0); // [B, classes]
