@@ -9,7 +9,9 @@
  * (act_bwd_set and attention_bwd_strided with `overwrite` write instead, for new buffers.)
  * An entry left NULL makes the op fail with "op X is not implemented on backend Y", except the
  * entries marked optional, which the ops replace by copies and the other entries.
- * Kernels must be deterministic for a fixed thread count.
+ * Kernels must be deterministic for a fixed thread count, with one exception: the backward of
+ * cuDNN's fused attention (attention_half_bwd on CUDA) adds dQ up with atomics, as PyTorch's
+ * flash and cuDNN attention backward do.
  */
 #ifndef VNM_BACKEND_H
 #define VNM_BACKEND_H
@@ -162,7 +164,8 @@ typedef struct vnm_backend {
      * log-sum-exp of its scaled, masked scores, from which backward recomputes them. q, k, v, o,
      * dout and dq, dk, dv are in dt and strided as in the entries above. Causal masking only with
      * T == S. Backward overwrites dq, dk, dv (every element; dk and dv sum over the rep query
-     * heads of their KV head). Optional (cuDNN's fused SDPA on CUDA); the forward may decline a
+     * heads of their KV head). Optional (cuDNN's fused SDPA on CUDA; on the CPU a reference that
+     * widens to the f32 entries); the forward may decline a
      * case (head size, alignment, no library support): false means nothing was written and the
      * op runs the f32 entries. Once a forward has run a case, its backward runs it too (a false
      * return there is a runtime failure). */
@@ -239,6 +242,7 @@ void vnm_cpu_register_activation(vnm_backend *be);
 void vnm_cpu_register_norm(vnm_backend *be);
 void vnm_cpu_register_softmax(vnm_backend *be);
 void vnm_cpu_register_attention(vnm_backend *be);
+void vnm_cpu_register_attention_half(vnm_backend *be);
 void vnm_cpu_register_embedding(vnm_backend *be);
 void vnm_cpu_register_rope(vnm_backend *be);
 void vnm_cpu_register_random(vnm_backend *be);

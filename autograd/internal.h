@@ -89,6 +89,15 @@ void vnm_tape_drop(vnm_ctx *ctx, int64_t first, const vnm_tensor *keep);
 void vnm_release_made_since(vnm_ctx *ctx, const vnm_tensor *mark, int64_t first,
                             const vnm_tensor *keep);
 
+/* Attention through the backend's fused half-precision entries (op_attention_half.c), for
+ * vnm_attention (checked operands) and vnm_attention_qkv (contiguous qkv, 1 ≤ queries ≤ T):
+ * false when the context does not multiply in a half dtype or the backend lacks or declines the
+ * case (nothing done); else true with *out the output, NULL on failure (the context says why). */
+bool vnm_attention_half(vnm_ctx *ctx, vnm_tensor *q, vnm_tensor *k, vnm_tensor *v, bool causal,
+                        float scale, vnm_tensor **out);
+bool vnm_attention_qkv_half(vnm_ctx *ctx, vnm_tensor *qkv, int64_t heads, int64_t queries,
+                            bool causal, float scale, vnm_tensor **out);
+
 /* Runs node's backward timed for the profile (ctx->profile must be set). */
 void vnm_profile_backward(vnm_ctx *ctx, vnm_node *node);
 

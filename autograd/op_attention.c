@@ -12,7 +12,10 @@
  * Where the backend has the strided attention entries, q, k and v views whose last dim is
  * contiguous are read in place (no copies), and vnm_attention_qkv reads all three straight out of
  * a packed [B, T, 3·H·D] projection and writes [B, T, H·D], so neither the head split and merge
- * nor their gradients cost a copy; its backward writes the whole qkv gradient when it is new. */
+ * nor their gradients cost a copy; its backward writes the whole qkv gradient when it is new.
+ *
+ * With bf16/f16 products (vnm_ctx_set_matmul_dtype), both ops run in that dtype through the
+ * backend's fused entries where it has them (op_attention_half.c). */
 #include <math.h>
 
 #include "internal.h"
@@ -103,6 +106,9 @@ vnm_tensor *vnm_attention(vnm_ctx *ctx, vnm_tensor *q, vnm_tensor *k, vnm_tensor
         !attention_shapes_ok(ctx, q, k, v, causal) ||
         !vnm_check_kernel(ctx, op, ctx->be->attention_fwd && ctx->be->attention_bwd))
         return NULL;
+    if (scale <= 0.0f) scale = 1.0f / sqrtf((float)q->shape[3]);
+    vnm_tensor *fused;
+    if (vnm_attention_half(ctx, q, k, v, causal, scale, &fused)) return fused;
     const vnm_backend *be = ctx->be;
     bool strided = be->attention_fwd_strided && be->attention_bwd_strided;
     if (!strided || !strided_ok(q)) q = vnm_contiguous(ctx, q);
@@ -111,7 +117,6 @@ vnm_tensor *vnm_attention(vnm_ctx *ctx, vnm_tensor *q, vnm_tensor *k, vnm_tensor
     if (!q || !k || !v) return NULL;
     int64_t B = q->shape[0], Hq = q->shape[1], T = q->shape[2], D = q->shape[3];
     int64_t Hkv = k->shape[1], S = k->shape[2];
-    if (scale <= 0.0f) scale = 1.0f / sqrtf((float)D);
     /* o [B, Hq, T, D]; p [B, Hq, T, S]: the probabilities, kept for backward */
     vnm_tensor *o = vnm_tensor_empty(ctx, VNM_DTYPE_F32, 4, q->shape);
     vnm_tensor *p = vnm_tensor_empty(ctx, VNM_DTYPE_F32, 4, VNM_SHAPE(B, Hq, T, S));
@@ -203,6 +208,8 @@ vnm_tensor *vnm_attention_qkv(vnm_ctx *ctx, vnm_tensor *qkv, int64_t heads, int6
     if (!qkv) return NULL;
     int64_t C = C3 / 3, D = C / heads;
     if (scale <= 0.0f) scale = 1.0f / sqrtf((float)D);
+    vnm_tensor *fused;
+    if (vnm_attention_qkv_half(ctx, qkv, heads, Tq, causal, scale, &fused)) return fused;
     /* o [B, Tq, H·D]; p [B, H, Tq, T]: the probabilities, kept for backward */
     vnm_tensor *o = vnm_tensor_empty(ctx, VNM_DTYPE_F32, 3, VNM_SHAPE(B, Tq, C));
     vnm_tensor *p = vnm_tensor_empty(ctx, VNM_DTYPE_F32, 4, VNM_SHAPE(B, heads, Tq, T));

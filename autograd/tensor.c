@@ -291,7 +291,7 @@ vnm_tensor *vnm_to_dtype(vnm_ctx *ctx, vnm_tensor *x, vnm_dtype dt)
         vnm_ctx_fail(ctx, VNM_ERR_INPUT, "to_dtype: input is not contiguous");
         return NULL;
     }
-    vnm_tensor *y = vnm_tensor_alloc(ctx, dt, x->ndim, x->shape, false);
+    vnm_tensor *y = vnm_tensor_empty(ctx, dt, x->ndim, x->shape);
     if (y) ctx->be->convert(y->data, dt, x->data, x->dtype, vnm_numel(x));
     return y;
 }

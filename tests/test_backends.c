@@ -347,6 +347,26 @@ static vnm_tensor *f_cross_entropy(vnm_ctx *ctx, vnm_tensor **in, void *u)
 #define IN(lo_, hi_, nd, ...) {nd, {__VA_ARGS__}, lo_, hi_}
 #define CASE(name_, f_, n_, ...) {.name = name_, .f = f_, .n_in = n_, .in = {__VA_ARGS__}}
 
+/* attention on a packed [B, T, 3·4·D] projection: the first 3 queries, or all of them causally */
+static vnm_tensor *f_attention_qkv_prefix(vnm_ctx *ctx, vnm_tensor **in, void *u)
+{
+    (void)u;
+    return vnm_attention_qkv(ctx, in[0], 4, 3, false, 0.0f);
+}
+
+static vnm_tensor *f_attention_qkv_causal(vnm_ctx *ctx, vnm_tensor **in, void *u)
+{
+    (void)u;
+    return vnm_attention_qkv(ctx, in[0], 2, 0, true, 0.0f);
+}
+
+/* Half-precision attention (the fused entries: cuDNN against the CPU's reference): both round
+ * the output and gradients to the half dtype, and cuDNN also rounds the probabilities before
+ * the products with V and dO, so they agree to a few half-precision steps. */
+#define HALF_ATTENTION(name_, f_, dt_, n_, ...)                                                   \
+    {.name = name_, .f = f_, .n_in = n_, .matmul = dt_, .atol = 3e-2, .rtol = 3e-2,              \
+     .in = {__VA_ARGS__}}
+
 static const bk_case cases[] = {
     CASE("linear", f_linear, 3, IN(-1, 1, 3, 3, 5, 37), IN(-1, 1, 2, 19, 37), IN(-1, 1, 1, 19)),
     CASE("linear_nobias", f_linear_nobias, 2, IN(-1, 1, 2, 65, 70), IN(-1, 1, 2, 33, 70)),
@@ -386,6 +406,16 @@ static const bk_case cases[] = {
      IN(-1, 1, 4, 1, 4, 5, 8), IN(-1, 1, 4, 1, 2, 7, 8), IN(-1, 1, 4, 1, 2, 7, 8)),
     CASE("attention_long", f_attention, 3,
      IN(-1, 1, 4, 1, 2, 65, 64), IN(-1, 1, 4, 1, 2, 197, 64), IN(-1, 1, 4, 1, 2, 197, 64)),
+    HALF_ATTENTION("attention_bf16", f_attention, VNM_DTYPE_BF16, 3,
+                   IN(-1, 1, 4, 2, 4, 64, 64), IN(-1, 1, 4, 2, 4, 96, 64),
+                   IN(-1, 1, 4, 2, 4, 96, 64)),
+    HALF_ATTENTION("attention_bf16_gqa_causal", f_attention_causal, VNM_DTYPE_BF16, 3,
+                   IN(-1, 1, 4, 1, 4, 64, 64), IN(-1, 1, 4, 1, 2, 64, 64),
+                   IN(-1, 1, 4, 1, 2, 64, 64)),
+    HALF_ATTENTION("attention_qkv_f16_prefix", f_attention_qkv_prefix, VNM_DTYPE_F16, 1,
+                   IN(-1, 1, 3, 2, 50, 3 * 4 * 32)),
+    HALF_ATTENTION("attention_qkv_bf16_causal", f_attention_qkv_causal, VNM_DTYPE_BF16, 1,
+                   IN(-1, 1, 3, 1, 128, 3 * 2 * 64)),
     CASE("embedding", f_embedding, 1, IN(-1, 1, 2, 7, 10)),
     CASE("rope", f_rope, 1, IN(-1, 1, 4, 2, 3, 5, 16)),
     {.name = "dropout_drop_path", .f = f_dropout, .n_in = 1, .in = {IN(-1, 1, 3, 8, 9, 10)},

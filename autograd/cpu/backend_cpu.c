@@ -15,6 +15,7 @@ const vnm_backend *vnm_backend_cpu(void)
         vnm_cpu_register_norm(&cpu);
         vnm_cpu_register_softmax(&cpu);
         vnm_cpu_register_attention(&cpu);
+        vnm_cpu_register_attention_half(&cpu);
         vnm_cpu_register_embedding(&cpu);
         vnm_cpu_register_rope(&cpu);
         vnm_cpu_register_random(&cpu);

@@ -31,6 +31,7 @@ extern "C" const vnm_backend *vnm_backend_cuda(char *reason, size_t len)
         vnm_cuda_register_norm(&cuda_table);
         vnm_cuda_register_softmax(&cuda_table);
         vnm_cuda_register_attention(&cuda_table);
+        vnm_cuda_register_attention_cudnn(&cuda_table);
         vnm_cuda_register_embedding(&cuda_table);
         vnm_cuda_register_rope(&cuda_table);
         vnm_cuda_register_random(&cuda_table);

@@ -5,7 +5,8 @@
  * Execution model: every kernel, copy and library call runs on one non-blocking stream of the
  * backend's (vnm_cuda_stream), in issue order; a copy to the host waits for that stream. Other
  * streams (an upload overlapping the step, NCCL's) order themselves against it with events.
- * Kernels are deterministic: no float atomics; reductions run in a fixed order.
+ * Kernels are deterministic: no float atomics; reductions run in a fixed order. The exception is
+ * cuDNN's fused attention backward (attention_cudnn.cu), whose dQ sums use atomics.
  * A CUDA error inside a kernel-table entry cannot be returned (the table's entries return void):
  * it is printed with the file, line and call, and the process aborts. */
 #ifndef VNM_CUDA_COMMON_CUH
@@ -68,6 +69,7 @@ void vnm_cuda_register_activation(vnm_backend *be);
 void vnm_cuda_register_norm(vnm_backend *be);
 void vnm_cuda_register_softmax(vnm_backend *be);
 void vnm_cuda_register_attention(vnm_backend *be);
+void vnm_cuda_register_attention_cudnn(vnm_backend *be);
 void vnm_cuda_register_embedding(vnm_backend *be);
 void vnm_cuda_register_rope(vnm_backend *be);
 void vnm_cuda_register_random(vnm_backend *be);
