@@ -105,7 +105,8 @@ bool vnm_ctx_training(const vnm_ctx *ctx);
 /* Mixed precision: with bf16 or f16 the products of linear and matmul (forward and backward) take
  * their operands rounded to that dtype and accumulate and write in f32, as tensor cores do, and
  * keep the half copies they need for backward; attention runs fused in that dtype where the
- * backend has the entries (op_attention_half.c). f32 (the default) keeps them exact. The rest
+ * backend has the entries (op_attention_half.c), and GELU, SiLU and SwiGLU save half copies of
+ * their inputs for backward. f32 (the default) keeps them exact. The rest
  * stays f32: the outputs of ops, sparse products, gradients, parameters (the master copies) and
  * optimiser state. */
 vnm_status vnm_ctx_set_matmul_dtype(vnm_ctx *ctx, vnm_dtype dt);

@@ -3,10 +3,13 @@
  * operands rounded on the host, which must also differ measurably from the unrounded f32
  * reference (so a product that ignored the setting fails); a frozen weight of the matmul dtype used
  * without a copy; f16 overflow reaching the output as inf (what loss scaling detects); bad
- * settings. The cross-backend agreement of the same products is in test_backends.c. */
+ * settings; the activations' half copies of their inputs for backward. The cross-backend agreement
+ * of the same products is in test_backends.c. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "autograd/internal.h"
 #include "test_util.h"
 
 static const vnm_dtype HALVES[2] = {VNM_DTYPE_BF16, VNM_DTYPE_F16};
@@ -195,6 +198,72 @@ static void test_f16_overflow_reaches_the_output(void **state)
     free(y);
 }
 
+/* y = act(x) (in[1] NULL) or swiglu(in[0], in[1]) */
+static vnm_tensor *apply(vnm_ctx *ctx, int which, vnm_tensor *const *in)
+{
+    switch (which) {
+    case 0: return vnm_gelu(ctx, in[0]);
+    case 1: return vnm_silu(ctx, in[0]);
+    default: return vnm_swiglu(ctx, in[0], in[1]);
+    }
+}
+
+/* Output and input gradients of Σ apply(x)·r with products in dt, on inputs h (n each). */
+static void run_activation(vnm_ctx *ctx, int which, vnm_dtype dt, float *const *h, int64_t n,
+                           float *out, float **grad)
+{
+    vnm_ctx_reset_step(ctx);
+    assert_int_equal(vnm_ctx_set_matmul_dtype(ctx, dt), VNM_OK);
+    int n_in = which == 2 ? 2 : 1;
+    vnm_tensor *in[2] = {NULL, NULL};
+    for (int i = 0; i < n_in; i++) {
+        in[i] = vnm_param_new(ctx, VNM_DTYPE_F32, 1, VNM_SHAPE(n), "x");
+        assert_int_equal(vnm_tensor_from_host(ctx, in[i], h[i]), VNM_OK);
+    }
+    vnm_tensor *y = apply(ctx, which, in);
+    assert_non_null(y);
+    assert_non_null(y->node);
+    /* a half copy serves backward: the f32 inputs are not read */
+    assert_int_equal(y->node->reads, dt == VNM_DTYPE_F32 ? (1u << n_in) - 1 : 0u);
+    float r[64];
+    for (int i = 0; i < n; i++) r[i] = (float)(i % 5 - 2) / 4.0f;
+    vnm_tensor *rt = vnm_tensor_from(ctx, VNM_DTYPE_F32, 1, VNM_SHAPE(n), r);
+    assert_int_equal(vnm_tensor_to_host(ctx, y, out), VNM_OK);
+    assert_int_equal(vnm_backward(ctx, vnm_sum(ctx, vnm_mul(ctx, y, rt), VNM_ALL_DIMS, false)),
+                     VNM_OK);
+    for (int i = 0; i < n_in; i++)
+        assert_int_equal(vnm_tensor_to_host(ctx, in[i]->grad, grad[i]), VNM_OK);
+}
+
+/* Activations keep a half copy of their input for backward: the forward is the f32 op's on the
+ * exact input, the gradient the f32 op's on the rounded input (and not the exact one's). */
+static void test_activations_save_half_inputs(void **state)
+{
+    vnm_ctx *ctx = *state;
+    enum { N = 64 };
+    float x[2][N], xr[2][N];
+    for (int i = 0; i < N; i++) {
+        x[0][i] = 3.0f * sinf(1.3f * (float)i + 0.1f);
+        x[1][i] = 2.0f * cosf(0.7f * (float)i);
+    }
+    for (int d = 0; d < 2; d++)
+        for (int which = 0; which < 3; which++) {
+            for (int k = 0; k < 2; k++)
+                for (int i = 0; i < N; i++) xr[k][i] = round_to(HALVES[d], x[k][i]);
+            float out[3][N], g[3][2][N];
+            float *hx[2] = {x[0], x[1]}, *hr[2] = {xr[0], xr[1]};
+            run_activation(ctx, which, HALVES[d], hx, N, out[0], (float *[]){g[0][0], g[0][1]});
+            run_activation(ctx, which, VNM_DTYPE_F32, hx, N, out[1], (float *[]){g[1][0], g[1][1]});
+            run_activation(ctx, which, VNM_DTYPE_F32, hr, N, out[2], (float *[]){g[2][0], g[2][1]});
+            assert_memory_equal(out[0], out[1], sizeof out[0]);
+            for (int k = 0; k < (which == 2 ? 2 : 1); k++) {
+                assert_memory_equal(g[0][k], g[2][k], sizeof g[0][k]);
+                if (!memcmp(g[0][k], g[1][k], sizeof g[0][k]))
+                    fail_msg("activation %d: the gradient ignores the rounding", which);
+            }
+        }
+}
+
 static void test_bad_matmul_dtype(void **state)
 {
     vnm_ctx *ctx = *state;
@@ -212,6 +281,7 @@ int main(void)
                                         tu_teardown),
         cmocka_unit_test_setup_teardown(test_f16_overflow_reaches_the_output, tu_setup,
                                         tu_teardown),
+        cmocka_unit_test_setup_teardown(test_activations_save_half_inputs, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_bad_matmul_dtype, tu_setup, tu_teardown),
     };
     return cmocka_run_group_tests_name("mixed_precision", tests, NULL, NULL);
