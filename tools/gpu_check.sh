@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # tools/gpu_check.sh — the whole check of a GPU machine in one command: builds with CUDA, runs every
 # test program (the CUDA cases of tests/test_backends.c compare each op with the CPU backend), runs
-# the GPU benchmarks (linear op vs raw cuBLAS, f32 and bf16; training step of the quickstart model
-# and of a DeiT-small-shaped model on synthetic data, images/s, the latter also with bf16 products)
+# the GPU benchmarks (linear op vs raw cuBLAS, f32 and bf16; fused bf16 attention vs the f32 one;
+# training step of the quickstart model and of a DeiT-small-shaped model on synthetic data,
+# images/s, the latter also with bf16 products)
 # and a short LLaMA `vnm train` + `vnm resume` on the GPU through the three LoRA stages (bf16
 # products, frozen bf16 base, activation checkpointing) and the ViT quickstart with its prune and
 # sparse stage (when Fashion-MNIST is installed), and writes a report (card, driver, CUDA,
-# results) to gpu_check_report.md.
+# results, the cases cuBLASLt or cuDNN declined) to gpu_check_report.md.
 #
 #   tools/gpu_check.sh [--build-dir DIR] [--prebuilt] [--report PATH] [--no-bench]
 #
@@ -32,7 +33,7 @@ while [ $# -gt 0 ]; do
     --prebuilt) prebuilt=1 ;;
     --report) report=$2; shift ;;
     --no-bench) bench=0 ;;
-    -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_check: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -53,6 +54,13 @@ export LD_LIBRARY_PATH="$build/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_
 
 log=$(mktemp -d)
 trap 'rm -rf "$log"' EXIT
+# The optional library paths (cuBLASLt's fused linear, cuDNN's fused attention) fall back on
+# other kernels with one line on stderr; they are collected for the report.
+note_fallbacks() { # LABEL FILE...
+    local label=$1
+    shift
+    grep -hE '^vnm: (cuDNN|cuBLASLt)' "$@" 2>/dev/null | sed "s|^|$label: |" >>"$log/fallbacks"
+}
 {
     echo "# GPU check"
     echo
@@ -79,6 +87,7 @@ for t in "$build"/tests/test_*; do
     printf '%-28s %4d passed %3d failed %3d skipped\n' "$name" "$p" "$f" "$s"
 done | tee "$log/summary"
 read -r passed failed skipped < <(awk '{p+=$2; f+=$4; s+=$6} END {print p+0, f+0, s+0}' "$log/summary")
+note_fallbacks tests "$log"/test_*.tap
 {
     echo "## Tests: $passed passed, $failed failed, $skipped skipped"
     echo
@@ -111,6 +120,7 @@ if [ "$bench" = 1 ]; then
             echo "FAILED: $(tail -3 "$log/bench.err")" >>"$report"
         fi
         cat "$log/bench.err" >&2
+        note_fallbacks "bench $1" "$log/bench.err"
         echo '```' >>"$report"
     }
     echo "## Benchmarks" >>"$report"
@@ -140,6 +150,7 @@ if [ "$bench" = 1 ]; then
             echo "FAILED:" >>"$report"
             tail -8 "$log/train.out" >>"$report"
         fi
+        note_fallbacks "$1" "$log/train.out"
         echo '```' >>"$report"
     }
     echo "## Training on the GPU" >>"$report"
@@ -176,5 +187,17 @@ YAML
     fi
 fi
 
+{
+    echo "## Library fallbacks"
+    echo
+    if [ -s "$log/fallbacks" ]; then
+        echo "Cases cuBLASLt or cuDNN declined or failed (they ran on the other kernels):"
+        echo '```'
+        sort "$log/fallbacks" | uniq -c
+        echo '```'
+    else
+        echo "None: cuBLASLt's fused linear and cuDNN's fused attention ran every case given."
+    fi
+} >>"$report"
 echo "gpu_check: $passed passed, $failed failed, $skipped skipped; report in $report"
 [ "$failed" = 0 ] && [ "$bench_failed" = 0 ] && [ "$train_failed" = 0 ]

@@ -27,6 +27,9 @@ double vnm_bench_time_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, vnm_spa
  * SGEMMs or (half) bf16 operands with f32 output; negative without CUDA or on a CUDA failure. */
 double vnm_bench_raw_cublas(int64_t T, int64_t in, int64_t out, bool half, int reps);
 int vnm_bench_ops(const vnm_bench_opts *opts);
+/* The attention cases of bench ops (bench_attention.c): bf16 (fused) against f32 on ctx's device;
+ * returns the exit code. */
+int vnm_bench_attention(vnm_ctx *ctx, int reps);
 int vnm_bench_spmm(const vnm_bench_opts *opts);
 /* `vnm bench train [options]` (argv after "train"): the whole ViT training step; returns the exit
  * code. */

@@ -1,7 +1,8 @@
 /* train/bench_ops.c — `vnm bench ops`: the linear op, forward + backward (dX, dW, db) through the
  * tape at transformer shapes, against the raw time of the same three products measured in the same
  * run: OpenBLAS sgemm on the CPU, cuBLAS SGEMM on a CUDA device (train/bench_cublas.c), and there
- * also the mixed-precision (bf16) op against raw bf16 cuBLAS GEMMs. Times are
+ * also the mixed-precision (bf16) op against raw bf16 cuBLAS GEMMs and the fused bf16 attention
+ * against the f32 one (bench_attention.c). Times are
  * the best of `reps` runs after one warm-up; on CUDA each run ends by copying one gradient element
  * to the host, which waits for the run's kernels. */
 #include <math.h>
@@ -127,6 +128,7 @@ int vnm_bench_ops(const vnm_bench_opts *opts)
         for (size_t i = 0; !rc && i < sizeof cases / sizeof cases[0]; i++)
             rc = bench_case(ctx, &cases[i], cuda, half, opts->reps);
     }
+    if (cuda && !rc) rc = vnm_bench_attention(ctx, opts->reps);
     vnm_ctx_destroy(ctx);
     return rc;
 }
