@@ -30,10 +30,12 @@
  * no cuDNN handle; compute capability below 8.0; cuDNN older than 9.10.2 (the frontend excludes
  * 9.10.0/9.10.1 for forward bugs); head size not a multiple of 8 or above 128; a pointer not
  * 16-byte aligned; a stride not a positive multiple of 8 elements; causal with T != S (the mask
- * is top-left aligned); with cuDNN 9.15.0 or older, S not a multiple of 128 (those versions need
- * a padding-mask workaround in the backward that this file does not carry); no engine for the
- * graph. The first decline prints one line saying why. A failed execution of an accepted plan
- * prints the cuDNN error and returns false.
+ * is top-left aligned); a single key (cuDNN's release notes: its backward does not support a
+ * key length of 1); with cuDNN 9.15.0 or older, S not a multiple of 128 (those versions need a
+ * padding-mask workaround in the backward that this file does not carry); no engine for the
+ * graph (the case keeps its cache entry, without descriptors, so it is not planned again). Each
+ * reason is printed once, in one line. A failed execution of an accepted plan prints the cuDNN
+ * error and returns false.
  *
  * Not deterministic: this is the frontend's default backward graph, whose engines add dQ up
  * across key blocks in the f32 accumulator (FlashAttention-2's atomics), so dQ need not repeat
@@ -50,7 +52,7 @@
 #include <math.h>
 #include <string.h>
 
-enum { CACHE_SIZE = 16, MAX_DESCS = 128, MAX_OPS = 40, MAX_CONFIGS = 8 };
+enum { CACHE_SIZE = 16, MAX_DESCS = 128, MAX_OPS = 40, MAX_CONFIGS = 8, MAX_REASONS = 16 };
 
 /* Tensors the variant pack binds; a slot's UID is slot + 1, virtual tensors number from
  * VIRTUAL_UID. The first N_OPERANDS are the strided [B, H, rows, D] operands. */
@@ -96,21 +98,23 @@ typedef struct {
 
 static cudnnHandle_t handle;
 static size_t version;
-static bool initialised, disabled, warned;
+static bool initialised, disabled;
+static const char *said[MAX_REASONS]; /* the decline reasons printed so far */
+static int n_said;
 static entry cache[CACHE_SIZE];
 static int cache_next; /* round-robin replacement once full */
 
-/* Says once per process why a case falls back on the f32 kernels; with_cudnn adds cuDNN's own
- * last message (for a graph it could not plan). */
+/* Says once per process and reason why a case falls back on the f32 kernels; with_cudnn adds
+ * cuDNN's own last message (for a graph it could not plan). */
 static bool decline(const char *why, bool with_cudnn)
 {
-    if (!warned) {
-        char detail[256] = "";
-        if (with_cudnn) cudnnGetLastErrorString(detail, sizeof detail);
-        fprintf(stderr, "vnm: cuDNN attention declined (%s%s%s); attention runs the f32 kernels\n",
-                why, detail[0] ? ": " : "", detail);
-        warned = true;
-    }
+    for (int i = 0; i < n_said; i++)
+        if (said[i] == why) return false;
+    if (n_said < MAX_REASONS) said[n_said++] = why;
+    char detail[256] = "";
+    if (with_cudnn) cudnnGetLastErrorString(detail, sizeof detail);
+    fprintf(stderr, "vnm: cuDNN attention declined (%s%s%s); attention runs the f32 kernels\n",
+            why, detail[0] ? ": " : "", detail);
     return false;
 }
 
@@ -143,6 +147,8 @@ static const char *unsupported(const attn_case *c, const void *const *ptr, int n
         return "empty or ungrouped shape";
     if (c->D < 8 || c->D % 8 || c->D > 128) return "head size not a multiple of 8 up to 128";
     if (c->causal && c->T != c->S) return "causal mask with T != S";
+    /* cuDNN's release notes: no backward with a key length of 1 */
+    if (c->S == 1) return "a single key (S == 1)";
     if (version <= 91500 && c->S % 128) return "cuDNN 9.15.0 or older needs S % 128 == 0";
     for (int i = 0; i < nptr; i++)
         if ((uintptr_t)ptr[i] % 16) return "an operand not 16-byte aligned";
@@ -568,8 +574,11 @@ static bool cuda_attention_half_fwd(vnm_dtype dt, void *o, vnm_attn_strides os, 
     const char *why = unsupported(&c, operands, 5);
     if (why) return decline(why, false);
     entry *e = entry_for(&c);
-    if (!plan_ready(&e->fwd, &c, false) || !plan_ready(&e->bwd, &c, true))
+    if (!plan_ready(&e->fwd, &c, false) || !plan_ready(&e->bwd, &c, true)) {
+        release(&e->fwd.b); /* the entry stays, as a case not to try again */
+        e->fwd.exec = NULL;
         return decline("no cuDNN engine for this case", true);
+    }
     float neg_inf = -INFINITY;
     void *ptr[N_SLOTS] = {NULL};
     ptr[SLOT_Q] = (void *)q;
