@@ -66,6 +66,8 @@ typedef struct vnm_tensor {
     bool read_in_backward;        /* some node's backward reads its data */
     struct vnm_tensor *prev_made; /* the step tensor made before this one (a no-grad segment
                                    * gives back what it made, vnm_checkpoint) */
+    struct vnm_tensor *half_copy; /* on a step tensor: the half copy a product kept for its
+                                   * backward, which later products share (op_linear.c) */
 } vnm_tensor;
 
 /* ---- dtypes ---- */

@@ -10,8 +10,10 @@
  * its operands rounded to the half dtype. The half copies the backward needs are made once, in
  * forward, and kept on the node in place of the f32 operands: the activations a step holds for
  * its products are half precision (with vnm_segment, the f32 ones go as their block ends), and
- * the half copy of a weight is cached as PyTorch's autocast caches it. A frozen weight of that
- * dtype is used as it is. The gradients reach the f32 master weights unrounded (PyTorch's
+ * the half copy of a weight is cached as PyTorch's autocast caches it. Products of the same
+ * activation (LLaMA's q, k and v projections of one normalised input) share the copy the first
+ * of them kept, which owns it: its backward runs after theirs. A frozen weight of that dtype is
+ * used as it is. The gradients reach the f32 master weights unrounded (PyTorch's
  * autocast rounds dW to bf16 first).
  *
  * Operands in another dtype than the product's that are not kept are converted into step
@@ -20,16 +22,19 @@
  * exists at a time; dy is rounded for each backward product. */
 #include "internal.h"
 
-/* t (contiguous) as an operand in dtype dt: t itself, or a step copy to give back with
- * temp_done. NULL when out of memory (the context says so). */
+/* t (contiguous) as an operand in dtype dt: t itself, the half copy an earlier product of the
+ * step kept, or a step copy to give back with temp_done. NULL when out of memory (the context
+ * says so). */
 static vnm_tensor *temp_as(vnm_ctx *ctx, vnm_tensor *t, vnm_dtype dt)
 {
+    vnm_tensor *h = t->half_copy;
+    if (h && !h->released && h->dtype == dt) return h;
     return t->dtype == dt ? t : vnm_to_dtype(ctx, t, dt);
 }
 
 static void temp_done(vnm_ctx *ctx, vnm_tensor *tmp, const vnm_tensor *t)
 {
-    if (tmp && tmp != t) vnm_release(ctx, tmp);
+    if (tmp && tmp != t && tmp != t->half_copy) vnm_release(ctx, tmp);
 }
 
 /* C = op(A)·op(B) + beta·C over `batch` matrices (gemm_batched's arguments, alpha 1), with A and
@@ -76,13 +81,20 @@ static void operand_done(vnm_ctx *ctx, vnm_tensor *o, const vnm_tensor *kept, co
 }
 
 /* Keeps the converted operand tmp (made from t) on node as saved[i] when the backward needs it
- * and it is a copy; else gives it back. Returns whether node now reads t itself. */
+ * and it is a half copy (shared when an earlier product kept it, else owned and offered to later
+ * products of a step tensor); else gives it back. Returns whether node now reads t itself. */
 static bool keep_operand(vnm_ctx *ctx, vnm_node *node, int i, vnm_tensor *tmp, vnm_tensor *t,
                          bool needed)
 {
     bool keep = needed && tmp != t && tmp->dtype != VNM_DTYPE_F32;
-    if (keep) vnm_node_own(node, i, tmp);
-    else temp_done(ctx, tmp, t);
+    if (keep && tmp == t->half_copy) {
+        node->saved[i] = tmp;
+    } else if (keep) {
+        vnm_node_own(node, i, tmp);
+        if (!t->persistent) t->half_copy = tmp;
+    } else {
+        temp_done(ctx, tmp, t);
+    }
     return needed && !keep;
 }
 

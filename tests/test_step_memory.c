@@ -9,7 +9,8 @@
  *     less memory; a segment whose input needs no gradient still trains the parameters inside
  *     it (a LoRA adapter on a frozen base); a segment returning a view; without grad it just runs.
  *   - Segments without checkpointing (vnm_segment): what no backward reads goes as the segment
- *     ends (with bf16 products, the f32 inputs of the products, which keep half copies).
+ *     ends (with bf16 products, the f32 inputs of the products, which keep half copies); products
+ *     of one activation share one half copy.
  * meson runs every test with VNM_POISON_FREED=1, so a released block read later turns into NaN. */
 #include <stdlib.h>
 #include <string.h>
@@ -243,6 +244,48 @@ static void test_segment_gives_back_unread_activations(void **state)
     }
 }
 
+/* Three bf16 products of one activation (LLaMA's q, k, v projections) share the half copy the
+ * first one kept, which owns it; the weights' gradients are those of three separate activations,
+ * bit for bit (a copy given back too early would read as NaN: freed blocks are poisoned). */
+static void test_products_share_half_copy(void **state)
+{
+    vnm_ctx *ctx = *state;
+    vnm_ctx_set_free_in_backward(ctx, true);
+    assert_int_equal(vnm_ctx_set_matmul_dtype(ctx, VNM_DTYPE_BF16), VNM_OK);
+    float *g[2][4];
+    for (int shared = 0; shared < 2; shared++) {
+        vnm_ctx_rng_set(ctx, (vnm_rng_state){9, 0});
+        vnm_tensor *p = tu_param(ctx, 2, VNM_SHAPE(6, 8), -1, 1), *w[3], *y[3];
+        for (int i = 0; i < 3; i++) w[i] = tu_param(ctx, 2, VNM_SHAPE(5, 8), -1, 1);
+        vnm_tensor *x = vnm_gelu(ctx, p); /* [6, 8] */
+        for (int i = 0; i < 3; i++) y[i] = vnm_linear(ctx, shared ? x : vnm_gelu(ctx, p), w[i], NULL);
+        if (shared) {
+            vnm_tensor *copy = y[0]->node->saved[1];
+            assert_non_null(copy);
+            assert_int_equal(copy->dtype, VNM_DTYPE_BF16);
+            for (int i = 1; i < 3; i++) {
+                assert_ptr_equal(y[i]->node->saved[1], copy);
+                assert_false(y[i]->node->own_saved & 2u);
+            }
+            assert_true(y[0]->node->own_saved & 2u);
+        }
+        vnm_tensor *loss = vnm_sum(ctx, vnm_mul(ctx, vnm_add(ctx, vnm_add(ctx, y[0], y[1]), y[2]),
+                                                vnm_add(ctx, y[1], y[2])),
+                                   VNM_ALL_DIMS, false);
+        assert_int_equal(vnm_backward(ctx, loss), VNM_OK);
+        g[shared][0] = tu_host(ctx, p->grad);
+        for (int i = 0; i < 3; i++) g[shared][i + 1] = tu_host(ctx, w[i]->grad);
+        vnm_ctx_reset_step(ctx);
+    }
+    /* p's gradient sums the three dx in another order (before gelu's backward, not after) */
+    double want[6 * 8];
+    for (int i = 0; i < 6 * 8; i++) want[i] = g[0][0][i];
+    tu_assert_close(g[1][0], want, 6 * 8, 1e-6, 1e-5, "input gradient");
+    for (int i = 1; i < 4; i++) assert_memory_equal(g[0][i], g[1][i], 5 * 8 * sizeof(float));
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < 4; i++) free(g[k][i]);
+}
+
 static void test_segment_without_grad_just_runs(void **state)
 {
     vnm_ctx *ctx = *state;
@@ -268,6 +311,7 @@ int main(void)
                                         tu_teardown),
         cmocka_unit_test_setup_teardown(test_segment_gives_back_unread_activations, tu_setup,
                                         tu_teardown),
+        cmocka_unit_test_setup_teardown(test_products_share_half_copy, tu_setup, tu_teardown),
         cmocka_unit_test_setup_teardown(test_segment_without_grad_just_runs, tu_setup, tu_teardown),
         cmocka_unit_test(test_vit_eval_holds_one_block),
     };
