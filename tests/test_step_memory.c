@@ -258,7 +258,8 @@ static void test_products_share_half_copy(void **state)
         vnm_tensor *p = tu_param(ctx, 2, VNM_SHAPE(6, 8), -1, 1), *w[3], *y[3];
         for (int i = 0; i < 3; i++) w[i] = tu_param(ctx, 2, VNM_SHAPE(5, 8), -1, 1);
         vnm_tensor *x = vnm_gelu(ctx, p); /* [6, 8] */
-        for (int i = 0; i < 3; i++) y[i] = vnm_linear(ctx, shared ? x : vnm_gelu(ctx, p), w[i], NULL);
+        for (int i = 0; i < 3; i++)
+            y[i] = vnm_linear(ctx, shared ? x : vnm_gelu(ctx, p), w[i], NULL);
         if (shared) {
             vnm_tensor *copy = y[0]->node->saved[1];
             assert_non_null(copy);
