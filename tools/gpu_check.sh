@@ -51,6 +51,15 @@ if [ "$prebuilt" = 0 ]; then
 fi
 [ -x "$build/train/vnm" ] || { echo "gpu_check: no build in $build" >&2; exit 2; }
 export LD_LIBRARY_PATH="$build/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# cuDNN is loaded at run time; where the system has none, the one of a Python wheel will do
+cudnn=$(ldconfig -p 2>/dev/null | grep -m1 -o '/.*libcudnn\.so\.9$')
+if [ -z "$cudnn" ]; then
+    wheel=$(python3 -c 'import nvidia.cudnn as c; print(list(c.__path__)[0] + "/lib")' 2>/dev/null)
+    if [ -n "$wheel" ] && [ -f "$wheel/libcudnn.so.9" ]; then
+        export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$wheel"
+        cudnn=$wheel/libcudnn.so.9
+    fi
+fi
 
 log=$(mktemp -d)
 trap 'rm -rf "$log"' EXIT
@@ -68,6 +77,7 @@ note_fallbacks() { # LABEL FILE...
     echo "- commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
     echo "- card: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo 'nvidia-smi not found')"
     echo "- CUDA compiler: $(nvcc --version 2>/dev/null | tail -1 || echo 'nvcc not found')"
+    echo "- cuDNN: ${cudnn:-not found (attention in bf16/f16 runs the f32 kernels)}"
     echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores"
     echo
 } >"$report"

@@ -16,6 +16,10 @@
  * pack, so one plan serves every scale. The graph and the plan name the handle through the
  * *_HANDLE attributes, which cuDNN 9 marks deprecated (for device-property descriptors) but keeps.
  *
+ * Loading: libcudnn.so.9 is opened at the first call (dlopen), not linked, so the programs start
+ * on a machine without cuDNN, where attention runs the f32 kernels; the library's sub-libraries
+ * sit beside it, as cuDNN's packages install them.
+ *
  * Plans: the engine configs come from cuDNN's heuristics (mode A); the first one that finalises
  * into an execution plan is kept. Plans are cached per case (dtype, sizes, causal, the strides of
  * every operand) in a small table with round-robin replacement, together with every descriptor
@@ -49,6 +53,7 @@
 #include "common.cuh"
 
 #include <cudnn_graph.h>
+#include <dlfcn.h>
 #include <math.h>
 #include <string.h>
 
@@ -104,6 +109,44 @@ static int n_said;
 static entry cache[CACHE_SIZE];
 static int cache_next; /* round-robin replacement once full */
 
+/* cuDNN's entry points, looked up when the library is loaded. */
+static struct {
+    decltype(&cudnnGetVersion) GetVersion;
+    decltype(&cudnnGetErrorString) GetErrorString;
+    decltype(&cudnnGetLastErrorString) GetLastErrorString;
+    decltype(&cudnnCreate) Create;
+    decltype(&cudnnSetStream) SetStream;
+    decltype(&cudnnBackendCreateDescriptor) BackendCreateDescriptor;
+    decltype(&cudnnBackendDestroyDescriptor) BackendDestroyDescriptor;
+    decltype(&cudnnBackendSetAttribute) BackendSetAttribute;
+    decltype(&cudnnBackendGetAttribute) BackendGetAttribute;
+    decltype(&cudnnBackendFinalize) BackendFinalize;
+    decltype(&cudnnBackendExecute) BackendExecute;
+} dnn;
+
+/* Loads libcudnn.so.9 (found as the dynamic loader finds libraries: LD_LIBRARY_PATH, the
+ * system's paths) and its entry points; false, with the reason printed, where it cannot. */
+static bool load_cudnn(void)
+{
+    void *lib = dlopen("libcudnn.so.9", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        fprintf(stderr, "vnm: cuDNN not loaded (%s); attention runs the f32 kernels\n", dlerror());
+        return false;
+    }
+#define LOAD(name) (dnn.name = (decltype(dnn.name))dlsym(lib, "cudnn" #name)) != NULL
+    bool ok = LOAD(GetVersion) && LOAD(GetErrorString) && LOAD(GetLastErrorString) &&
+              LOAD(Create) && LOAD(SetStream) && LOAD(BackendCreateDescriptor) &&
+              LOAD(BackendDestroyDescriptor) && LOAD(BackendSetAttribute) &&
+              LOAD(BackendGetAttribute) && LOAD(BackendFinalize) && LOAD(BackendExecute);
+#undef LOAD
+    if (!ok) {
+        fprintf(stderr, "vnm: cuDNN lacks an entry point (%s); attention runs the f32 kernels\n",
+                dlerror());
+        dlclose(lib);
+    }
+    return ok; /* loaded for the process's lifetime */
+}
+
 /* Says once per process and reason why a case falls back on the f32 kernels; with_cudnn adds
  * cuDNN's own last message (for a graph it could not plan). */
 static bool decline(const char *why, bool with_cudnn)
@@ -112,7 +155,7 @@ static bool decline(const char *why, bool with_cudnn)
         if (said[i] == why) return false;
     if (n_said < MAX_REASONS) said[n_said++] = why;
     char detail[256] = "";
-    if (with_cudnn) cudnnGetLastErrorString(detail, sizeof detail);
+    if (with_cudnn) dnn.GetLastErrorString(detail, sizeof detail);
     fprintf(stderr, "vnm: cuDNN attention declined (%s%s%s); attention runs the f32 kernels\n",
             why, detail[0] ? ": " : "", detail);
     return false;
@@ -127,11 +170,12 @@ static bool cudnn_ready(void)
     int dev = 0, major = 0;
     VNM_CUDA_CHECK(cudaGetDevice(&dev));
     VNM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    version = cudnnGetVersion();
     if (major < 8) return decline("compute capability below 8.0", false);
+    if (!load_cudnn()) return false;
+    version = dnn.GetVersion();
     if (version < 91002) return decline("cuDNN older than 9.10.2", false);
-    if (cudnnCreate(&handle) != CUDNN_STATUS_SUCCESS ||
-        cudnnSetStream(handle, vnm_cuda_stream()) != CUDNN_STATUS_SUCCESS) {
+    if (dnn.Create(&handle) != CUDNN_STATUS_SUCCESS ||
+        dnn.SetStream(handle, vnm_cuda_stream()) != CUDNN_STATUS_SUCCESS) {
         fprintf(stderr, "vnm: cuDNN unavailable; attention runs the f32 kernels\n");
         return false;
     }
@@ -166,7 +210,7 @@ static desc make(builder *b, cudnnBackendDescriptorType_t type)
 {
     desc d = NULL;
     b->ok = b->ok && b->n < MAX_DESCS &&
-            cudnnBackendCreateDescriptor(type, &d) == CUDNN_STATUS_SUCCESS;
+            dnn.BackendCreateDescriptor(type, &d) == CUDNN_STATUS_SUCCESS;
     if (!b->ok) return NULL;
     b->all[b->n++] = d;
     return d;
@@ -175,7 +219,7 @@ static desc make(builder *b, cudnnBackendDescriptorType_t type)
 static void set(builder *b, desc d, cudnnBackendAttributeName_t name,
                 cudnnBackendAttributeType_t type, int64_t count, const void *value)
 {
-    b->ok = b->ok && cudnnBackendSetAttribute(d, name, type, count, value) == CUDNN_STATUS_SUCCESS;
+    b->ok = b->ok && dnn.BackendSetAttribute(d, name, type, count, value) == CUDNN_STATUS_SUCCESS;
 }
 
 static void set_desc(builder *b, desc d, cudnnBackendAttributeName_t name, desc value)
@@ -185,12 +229,12 @@ static void set_desc(builder *b, desc d, cudnnBackendAttributeName_t name, desc 
 
 static void finish(builder *b, desc d)
 {
-    b->ok = b->ok && cudnnBackendFinalize(d) == CUDNN_STATUS_SUCCESS;
+    b->ok = b->ok && dnn.BackendFinalize(d) == CUDNN_STATUS_SUCCESS;
 }
 
 static void release(builder *b)
 {
-    while (b->n > 0) cudnnBackendDestroyDescriptor(b->all[--b->n]);
+    while (b->n > 0) dnn.BackendDestroyDescriptor(b->all[--b->n]);
     b->nops = 0;
 }
 
@@ -450,15 +494,15 @@ static desc make_plan(builder *b, int64_t *workspace)
     desc cfg[MAX_CONFIGS]; /* GetAttribute fills descriptors made beforehand */
     for (int i = 0; i < MAX_CONFIGS; i++) cfg[i] = make(b, CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
     int64_t n = 0, count = 0;
-    b->ok = b->ok && cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
+    b->ok = b->ok && dnn.BackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS,
                                               CUDNN_TYPE_BACKEND_DESCRIPTOR, MAX_CONFIGS, &n,
                                               cfg) == CUDNN_STATUS_SUCCESS;
     for (int64_t i = 0; b->ok && i < n && i < MAX_CONFIGS; i++) {
         desc exec = make(b, CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
         set(b, exec, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
         set_desc(b, exec, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, cfg[i]);
-        if (b->ok && cudnnBackendFinalize(exec) == CUDNN_STATUS_SUCCESS) {
-            b->ok = cudnnBackendGetAttribute(exec, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
+        if (b->ok && dnn.BackendFinalize(exec) == CUDNN_STATUS_SUCCESS) {
+            b->ok = dnn.BackendGetAttribute(exec, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
                                              CUDNN_TYPE_INT64, 1, &count,
                                              workspace) == CUDNN_STATUS_SUCCESS;
             return b->ok ? exec : NULL;
@@ -516,7 +560,7 @@ static bool cudnn_ok(cudnnStatus_t s, const char *what, const char *file, int li
 {
     if (s == CUDNN_STATUS_SUCCESS) return true;
     fprintf(stderr, "vnm: cuDNN error at %s:%d in %s: %s\n", file, line, what,
-            cudnnGetErrorString(s));
+            dnn.GetErrorString(s));
     return false;
 }
 
@@ -532,16 +576,16 @@ static bool execute(const plan *p, void *const ptr[N_SLOTS], void *workspace)
     }
     desc pack = NULL;
     bool ok =
-        CUDNN_OK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack)) &&
-        CUDNN_OK(cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS,
+        CUDNN_OK(dnn.BackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack)) &&
+        CUDNN_OK(dnn.BackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS,
                                           CUDNN_TYPE_INT64, n, uid)) &&
-        CUDNN_OK(cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS,
+        CUDNN_OK(dnn.BackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS,
                                           CUDNN_TYPE_VOID_PTR, n, data)) &&
-        CUDNN_OK(cudnnBackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE,
+        CUDNN_OK(dnn.BackendSetAttribute(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE,
                                           CUDNN_TYPE_VOID_PTR, 1, &workspace)) &&
-        CUDNN_OK(cudnnBackendFinalize(pack)) &&
-        CUDNN_OK(cudnnBackendExecute(handle, p->exec, pack));
-    if (pack) cudnnBackendDestroyDescriptor(pack);
+        CUDNN_OK(dnn.BackendFinalize(pack)) &&
+        CUDNN_OK(dnn.BackendExecute(handle, p->exec, pack));
+    if (pack) dnn.BackendDestroyDescriptor(pack);
     return ok;
 }
 
