@@ -317,9 +317,10 @@ vnm_tensor *vnm_rope(vnm_ctx *ctx, vnm_tensor *x, int64_t pos_offset, float thet
 /* regularisation: identity unless the context is training and p > 0 */
 vnm_tensor *vnm_dropout(vnm_ctx *ctx, vnm_tensor *x, float p);
 vnm_tensor *vnm_drop_path(vnm_ctx *ctx, vnm_tensor *x, float p); /* per sample along dim 0 */
-/* out[shape] = 0, then out[index[k]] = src[k] (flat) for every k with index[k] ≥ 0: index i32,
- * one entry per element of src, each output position at most once, all below numel(out); it must
- * outlive the step. Differentiable to src (a gather). */
+/* out[shape] = 0, then out[index[k]] = src[k] (flat) for every k with 0 ≤ index[k] < numel(out)
+ * (an entry out of range is skipped like -1, never followed): index i32, one entry per element
+ * of src, each output position at most once; it must outlive the step. Differentiable to src (a
+ * gather). */
 vnm_tensor *vnm_scatter(vnm_ctx *ctx, vnm_tensor *src, vnm_tensor *index, int ndim,
                         const int64_t *shape);
 /* y = x ⊙ mask for a given u8 mask of x's shape (1 keeps, 0 gives 0), e.g. a V:N:M mask on a

@@ -99,10 +99,12 @@ typedef struct vnm_backend {
     void (*sum_axis)(float *y, const float *x, int64_t outer, int64_t n, int64_t inner,
                      bool accumulate);
 
-    /* out[idx[k]] = src[k] for the k < n with idx[k] ≥ 0 (no index twice; out cleared by the
-     * caller), and its adjoint dst[k] += src[idx[k]] */
-    void (*scatter)(float *out, const float *src, const int32_t *idx, int64_t n);
-    void (*gather_add)(float *dst, const float *src, const int32_t *idx, int64_t n);
+    /* out[idx[k]] = src[k] for the k < n with 0 ≤ idx[k] < n_out (no index twice; out cleared
+     * by the caller), and its adjoint dst[k] += src[idx[k]] over the same k (src of n_src); an
+     * index out of range is skipped, never followed */
+    void (*scatter)(float *out, int64_t n_out, const float *src, const int32_t *idx, int64_t n);
+    void (*gather_add)(float *dst, const float *src, int64_t n_src, const int32_t *idx,
+                       int64_t n);
 
     /* activations */
     void (*act_fwd)(vnm_act act, float *y, const float *x, int64_t n);

@@ -7,8 +7,8 @@ static void scatter_backward(vnm_ctx *ctx, vnm_node *node)
 {
     vnm_tensor *dsrc = vnm_grad_buffer(ctx, node->in[0]);
     if (dsrc)
-        ctx->be->gather_add(VNM_F32(dsrc), VNM_F32(node->out->grad), node->saved[0]->data,
-                            vnm_numel(dsrc));
+        ctx->be->gather_add(VNM_F32(dsrc), VNM_F32(node->out->grad), vnm_numel(node->out),
+                            node->saved[0]->data, vnm_numel(dsrc));
 }
 
 vnm_tensor *vnm_scatter(vnm_ctx *ctx, vnm_tensor *src, vnm_tensor *index, int ndim,
@@ -29,7 +29,7 @@ vnm_tensor *vnm_scatter(vnm_ctx *ctx, vnm_tensor *src, vnm_tensor *index, int nd
     }
     vnm_tensor *out = vnm_tensor_new(ctx, VNM_DTYPE_F32, ndim, shape); /* zeros */
     if (!out) return NULL;
-    ctx->be->scatter(VNM_F32(out), VNM_F32(src), index->data, vnm_numel(src));
+    ctx->be->scatter(VNM_F32(out), vnm_numel(out), VNM_F32(src), index->data, vnm_numel(src));
     vnm_node *node = vnm_tape_record(ctx, op, scatter_backward, out, 1, &src);
     vnm_node_reads(node, 0);
     if (node) node->saved[0] = index;

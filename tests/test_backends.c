@@ -170,12 +170,14 @@ static vnm_tensor *f_mask(vnm_ctx *ctx, vnm_tensor **in, void *u)
     return vnm_mask(ctx, in[0], vnm_tensor_from(ctx, VNM_DTYPE_U8, 2, VNM_SHAPE(5, 33), m));
 }
 
-/* 60 values into a [9, 11] matrix at distinct positions, every fourth value dropped (-1) */
+/* 60 values into a [9, 11] matrix at distinct positions, every fourth value dropped (-1), every
+ * tenth pointing past the end (skipped) */
 static vnm_tensor *f_scatter(vnm_ctx *ctx, vnm_tensor **in, void *u)
 {
     (void)u;
     int32_t idx[60];
-    for (int k = 0; k < 60; k++) idx[k] = k % 4 == 3 ? -1 : (int32_t)((k * 37) % 99);
+    for (int k = 0; k < 60; k++)
+        idx[k] = k % 4 == 3 ? -1 : k % 10 == 5 ? 99 + k : (int32_t)((k * 37) % 99);
     vnm_tensor *index = vnm_tensor_from(ctx, VNM_DTYPE_I32, 2, VNM_SHAPE(6, 10), idx);
     return vnm_scatter(ctx, in[0], index, 2, VNM_SHAPE(9, 11));
 }

@@ -183,8 +183,8 @@ static void test_shape_errors(void **state)
     tu_assert_error(ctx, "does not match input 0");
 }
 
-/* scatter: values to their positions, -1 dropped, zeros elsewhere; finite differences; a bad
- * index shape */
+/* scatter: values to their positions, -1 and an index past the end dropped, zeros elsewhere;
+ * finite differences; a bad index shape */
 static vnm_tensor *f_scatter(vnm_ctx *ctx, vnm_tensor **in, void *index)
 {
     return vnm_scatter(ctx, in[0], index, 2, VNM_SHAPE(3, 4));
@@ -193,14 +193,14 @@ static vnm_tensor *f_scatter(vnm_ctx *ctx, vnm_tensor **in, void *index)
 static void test_scatter(void **state)
 {
     vnm_ctx *ctx = *state;
-    const int32_t idx[6] = {5, -1, 0, 11, 7, -1};
+    const int32_t idx[6] = {5, -1, 0, 11, 7, 12}; /* 12: past the end, skipped */
     vnm_tensor *index = vnm_buffer_new(ctx, VNM_DTYPE_I32, 1, VNM_SHAPE(6), "index");
     assert_int_equal(vnm_tensor_from_host(ctx, index, idx), VNM_OK);
     vnm_tensor *src = tu_param(ctx, 1, VNM_SHAPE(6), -1, 1);
     float *y = tu_host(ctx, vnm_scatter(ctx, src, index, 2, VNM_SHAPE(3, 4)));
     float *h = tu_host(ctx, src), want[12] = {0};
     for (int k = 0; k < 6; k++)
-        if (idx[k] >= 0) want[idx[k]] = h[k];
+        if (idx[k] >= 0 && idx[k] < 12) want[idx[k]] = h[k];
     assert_memory_equal(y, want, sizeof want);
     free(y);
     free(h);

@@ -157,18 +157,20 @@ static void cpu_sum_axis(float *y, const float *x, int64_t outer, int64_t n, int
     }
 }
 
-static void cpu_scatter(float *out, const float *src, const int32_t *idx, int64_t n)
+static void cpu_scatter(float *out, int64_t n_out, const float *src, const int32_t *idx,
+                        int64_t n)
 {
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t k = 0; k < n; k++)
-        if (idx[k] >= 0) out[idx[k]] = src[k];
+        if (idx[k] >= 0 && idx[k] < n_out) out[idx[k]] = src[k];
 }
 
-static void cpu_gather_add(float *dst, const float *src, const int32_t *idx, int64_t n)
+static void cpu_gather_add(float *dst, const float *src, int64_t n_src, const int32_t *idx,
+                           int64_t n)
 {
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t k = 0; k < n; k++)
-        if (idx[k] >= 0) dst[k] += src[idx[k]];
+        if (idx[k] >= 0 && idx[k] < n_src) dst[k] += src[idx[k]];
 }
 
 void vnm_cpu_register_elementwise(vnm_backend *be)

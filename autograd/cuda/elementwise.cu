@@ -294,36 +294,38 @@ static void cuda_sum_axis(float *y, const float *x, int64_t outer, int64_t n, in
     VNM_CUDA_LAUNCHED();
 }
 
-__global__ static void scatter_kernel(float *out, const float *src, const int32_t *idx,
-                                      int64_t n)
+__global__ static void scatter_kernel(float *out, int64_t n_out, const float *src,
+                                      const int32_t *idx, int64_t n)
 {
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < n; k += stride)
-        if (idx[k] >= 0) out[idx[k]] = src[k];
+        if (idx[k] >= 0 && idx[k] < n_out) out[idx[k]] = src[k];
 }
 
-__global__ static void gather_add_kernel(float *dst, const float *src, const int32_t *idx,
-                                         int64_t n)
+__global__ static void gather_add_kernel(float *dst, const float *src, int64_t n_src,
+                                         const int32_t *idx, int64_t n)
 {
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < n; k += stride)
-        if (idx[k] >= 0) dst[k] = __fadd_rn(dst[k], src[idx[k]]);
+        if (idx[k] >= 0 && idx[k] < n_src) dst[k] = __fadd_rn(dst[k], src[idx[k]]);
 }
 
 /* no index repeats, so the scatter's writes never collide */
-static void cuda_scatter(float *out, const float *src, const int32_t *idx, int64_t n)
+static void cuda_scatter(float *out, int64_t n_out, const float *src, const int32_t *idx,
+                         int64_t n)
 {
     if (n <= 0) return;
-    scatter_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(out, src, idx,
-                                                                                  n);
+    scatter_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
+        out, n_out, src, idx, n);
     VNM_CUDA_LAUNCHED();
 }
 
-static void cuda_gather_add(float *dst, const float *src, const int32_t *idx, int64_t n)
+static void cuda_gather_add(float *dst, const float *src, int64_t n_src, const int32_t *idx,
+                            int64_t n)
 {
     if (n <= 0) return;
     gather_add_kernel<<<vnm_cuda_blocks(n), VNM_CUDA_THREADS, 0, vnm_cuda_stream()>>>(
-        dst, src, idx, n);
+        dst, src, n_src, idx, n);
     VNM_CUDA_LAUNCHED();
 }
 
