@@ -9,13 +9,23 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+/* The stream-ordered pool of the kernels' scratch (cudaMallocAsync): it keeps what is given back
+ * for the next step instead of returning it to the system at every synchronisation. */
+static cudaMemPool_t pool;
+
 static void *cuda_alloc(size_t bytes)
 {
     size_t rounded = bytes == 0 ? 64 : (bytes + 63) / 64 * 64;
     void *p = NULL;
     cudaError_t err = cudaMalloc(&p, rounded);
-    if (err == cudaErrorMemoryAllocation) {
+    if (err == cudaErrorMemoryAllocation) { /* the pool may hold what is missing: retry once */
         (void)cudaGetLastError(); /* clear it, so the next launch check does not report it */
+        VNM_CUDA_CHECK(cudaStreamSynchronize(vnm_cuda_stream()));
+        VNM_CUDA_CHECK(cudaMemPoolTrimTo(pool, 0));
+        err = cudaMalloc(&p, rounded);
+    }
+    if (err == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError();
         return NULL;
     }
     VNM_CUDA_CHECK(err);
@@ -123,6 +133,11 @@ static void cuda_synchronize(void) { VNM_CUDA_CHECK(cudaStreamSynchronize(vnm_cu
 
 void vnm_cuda_register_memory(vnm_backend *be)
 {
+    int dev = 0;
+    uint64_t keep = UINT64_MAX;
+    VNM_CUDA_CHECK(cudaGetDevice(&dev));
+    VNM_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, dev));
+    VNM_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
     be->alloc = cuda_alloc;
     be->free = cuda_free;
     be->memset0 = cuda_memset0;
