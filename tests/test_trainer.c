@@ -895,6 +895,38 @@ static void test_llama_dense_form(void **state)
     free(a), free(b), free(recipe), free(tok);
 }
 
+/* On a CUDA device the LLaMA runs the whole schedule (the masked stages in their dense form) to
+ * the CPU's losses: in f32 up to the order of float sums; with bf16 products and attention
+ * (cuDNN's fused attention on the GPU, the reference entries on the CPU) up to half-precision
+ * rounding. Masks are chosen from scores that differ in their last bits, so the tolerance
+ * covers a tie broken the other way. */
+static void test_llama_cuda_matches_cpu(void **state)
+{
+    char reason[256];
+    if (!vnm_device_available(VNM_DEVICE_CUDA, reason, sizeof reason)) {
+        print_message("# skipped: %s\n", reason);
+        skip();
+    }
+    const char *dir = *state;
+    char *recipe = write_file(dir, "lm.yaml", llama_recipe), *tok = write_tokens(dir), dp[4200];
+    snprintf(dp, sizeof dp, "data.path=%s", tok);
+    const char *precision[2] = {"run.precision=f32", "run.precision=bf16"};
+    const double tol[2] = {2e-3, 3e-2};
+    for (int p = 0; p < 2; p++) {
+        const char *ov[3] = {dp, precision[p], "run.device=cuda"};
+        char cpu_name[32], gpu_name[32];
+        snprintf(cpu_name, sizeof cpu_name, "cpu-%d", p);
+        snprintf(gpu_name, sizeof gpu_name, "cuda-%d", p);
+        char *cpu = run_into(dir, recipe, cpu_name, ov, 2);
+        char *gpu = run_into(dir, recipe, gpu_name, ov, 3);
+        assert_losses_close(cpu, gpu, 24, tol[p]);
+        free(cpu);
+        free(gpu);
+    }
+    free(recipe);
+    free(tok);
+}
+
 /* Stage 1 keeps no mask (all ones); stage 2 chooses masks at its first step and then exactly
  * every 3 steps, each choice shifting the mask before it into the previous one; stage 3 keeps the
  * last mask unchanged; the final mask is a valid 16:2:4 mask; perplexity is logged dense,
@@ -1109,6 +1141,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_checkpointing_vit, tu_setup_tmpdir,
                                         tu_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_checkpointing_llama, tu_setup_tmpdir,
+                                        tu_teardown_tmpdir),
+        cmocka_unit_test_setup_teardown(test_llama_cuda_matches_cpu, tu_setup_tmpdir,
                                         tu_teardown_tmpdir),
         cmocka_unit_test_setup_teardown(test_llama_dense_form, tu_setup_tmpdir,
                                         tu_teardown_tmpdir),
