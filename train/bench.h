@@ -18,9 +18,15 @@ double vnm_bench_now(void); /* seconds, monotonic */
  * baseline, baseline_value and ratio are JSON null. */
 void vnm_bench_report(const char *bench, const char *case_name, double value, const char *unit,
                       const char *baseline, double baseline_value);
-/* Best-of-reps seconds of forward + backward (dX, dW, db) of one linear layer through the tape,
- * after a warm-up: the sparse op on sw, or the dense op on w when sw is NULL; b may be NULL.
+/* Best-of-reps seconds of forward + backward through the tape after a warm-up: y = fwd(ctx, user)
+ * back-propagated from the seed dy, the parameters' gradients cleared before each run; a run ends
+ * by reading the first element of params[0]'s gradient, which waits for a device's kernels.
  * Negative on failure (message on ctx). */
+typedef vnm_tensor *(*vnm_bench_fwd)(vnm_ctx *ctx, void *user);
+double vnm_bench_time_fwd_bwd(vnm_ctx *ctx, vnm_bench_fwd fwd, void *user, vnm_tensor **params,
+                              int n_params, vnm_tensor *dy, int reps);
+/* The same for one linear layer (dX, dW, db): the sparse op on sw, or the dense op on w when sw
+ * is NULL; b may be NULL. */
 double vnm_bench_time_linear(vnm_ctx *ctx, vnm_tensor *x, vnm_tensor *w, vnm_sparse_weight *sw,
                              vnm_tensor *b, vnm_tensor *dy, int reps);
 /* Best-of-reps seconds of the three raw cuBLAS GEMMs of a linear layer's forward + backward,

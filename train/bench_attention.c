@@ -6,7 +6,6 @@
  * rows time the f32 kernels (the decline is printed on stderr). Times are the best of `reps`
  * runs after one warm-up; each run ends by reading one gradient element, which waits for the
  * run's kernels. */
-#include <math.h>
 #include <stdio.h>
 
 #include "../autograd/autograd.h"
@@ -17,6 +16,17 @@ typedef struct {
     int64_t B, H, T, D;
     bool causal;
 } attention_case;
+
+typedef struct {
+    vnm_tensor *q, *k, *v;
+    bool causal;
+} attention_args;
+
+static vnm_tensor *attention_fwd(vnm_ctx *ctx, void *user)
+{
+    const attention_args *a = user;
+    return vnm_attention(ctx, a->q, a->k, a->v, a->causal, 0.0f);
+}
 
 static double time_attention(vnm_ctx *ctx, const attention_case *c, vnm_dtype dt, int reps)
 {
@@ -32,18 +42,8 @@ static double time_attention(vnm_ctx *ctx, const attention_case *c, vnm_dtype dt
     vnm_rng_normal(ctx, v, 0.0f, 1.0f);
     vnm_rng_normal(ctx, dy, 0.0f, 1.0f);
     vnm_tensor *params[3] = {q, k, v};
-    double best = 1e30;
-    for (int r = 0; r <= reps; r++) {
-        vnm_zero_grad(ctx, params, 3);
-        double t0 = vnm_bench_now();
-        vnm_tensor *y = vnm_attention(ctx, q, k, v, c->causal, 0.0f);
-        if (!y || vnm_backward_seed(ctx, y, dy) != VNM_OK || isnan(vnm_item(ctx, q->grad)))
-            return -1.0;
-        double dt = vnm_bench_now() - t0;
-        vnm_ctx_reset_step(ctx);
-        if (r > 0 && dt < best) best = dt;
-    }
-    return best;
+    attention_args a = {q, k, v, c->causal};
+    return vnm_bench_time_fwd_bwd(ctx, attention_fwd, &a, params, 3, dy, reps);
 }
 
 int vnm_bench_attention(vnm_ctx *ctx, int reps)

@@ -5,7 +5,6 @@
  * against the f32 one (bench_attention.c). Times are
  * the best of `reps` runs after one warm-up; on CUDA each run ends by copying one gradient element
  * to the host, which waits for the run's kernels. */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -58,19 +57,7 @@ static double time_linear_op(vnm_ctx *ctx, const linear_case *c, int reps)
     vnm_rng_normal(ctx, w, 0.0f, 0.02f);
     vnm_rng_normal(ctx, x, 0.0f, 1.0f);
     vnm_rng_normal(ctx, dy, 0.0f, 1.0f);
-    vnm_tensor *params[3] = {w, b, x};
-    double best = 1e30;
-    for (int r = 0; r <= reps; r++) {
-        vnm_zero_grad(ctx, params, 3);
-        double t0 = vnm_bench_now();
-        vnm_tensor *y = vnm_linear(ctx, x, w, b);
-        if (!y || vnm_backward_seed(ctx, y, dy) != VNM_OK || isnan(vnm_item(ctx, w->grad)))
-            return -1.0;
-        double dt = vnm_bench_now() - t0;
-        vnm_ctx_reset_step(ctx);
-        if (r > 0 && dt < best) best = dt;
-    }
-    return best;
+    return vnm_bench_time_linear(ctx, x, w, NULL, b, dy, reps);
 }
 
 /* One shape: the op against the raw GEMMs, a JSON line and a rate line. */
