@@ -217,6 +217,10 @@ void vnm_node_reads(vnm_node *node, unsigned what);
  * of the step, except the tensor backward started from, must not be read; leaves (uploads,
  * vnm_tensor_new outside ops), parameters and their gradients stay. Off by default. */
 void vnm_ctx_set_free_in_backward(vnm_ctx *ctx, bool on);
+/* Only kernels that give the same bits on every run (torch.use_deterministic_algorithms): every
+ * kernel but the backward of cuDNN's fused attention is, which this setting leaves out (the
+ * attention then runs on the f32 kernels). Off by default, as in PyTorch. */
+void vnm_ctx_set_deterministic(vnm_ctx *ctx, bool on);
 /* Activation checkpointing. A segment of the forward pass, out = fn(ctx, in, n_in, user), whose
  * activations are not kept: with grad enabled, what fn's ops made for backward is given back as
  * soon as fn returns, and backward runs fn again (same inputs, RNG position, training flag and

@@ -176,6 +176,7 @@ typedef struct vnm_backend {
                                vnm_attn_strides ks, const void *v, vnm_attn_strides vs, int64_t B,
                                int64_t Hq, int64_t Hkv, int64_t T, int64_t S, int64_t D,
                                bool causal, float scale);
+    bool attention_half_deterministic; /* whether attention_half_bwd repeats its bits */
     bool (*attention_half_bwd)(vnm_dtype dt, void *dq, vnm_attn_strides dqs, void *dk,
                                vnm_attn_strides dks, void *dv, vnm_attn_strides dvs,
                                const void *dout, vnm_attn_strides dos, const void *o,

@@ -131,6 +131,8 @@ vnm_status vnm_ctx_set_matmul_dtype(vnm_ctx *ctx, vnm_dtype dt)
 vnm_dtype vnm_ctx_matmul_dtype(const vnm_ctx *ctx) { return ctx->matmul_dtype; }
 
 void vnm_ctx_set_free_in_backward(vnm_ctx *ctx, bool on) { ctx->free_in_backward = on; }
+
+void vnm_ctx_set_deterministic(vnm_ctx *ctx, bool on) { ctx->deterministic = on; }
 vnm_device vnm_ctx_device(const vnm_ctx *ctx) { return ctx->device; }
 const vnm_backend *vnm_ctx_backend(const vnm_ctx *ctx) { return ctx->be; }
 size_t vnm_ctx_step_bytes(const vnm_ctx *ctx) { return ctx->step_data.high; }

@@ -43,6 +43,7 @@ struct vnm_ctx {
     bool grad_enabled;
     bool training;
     bool free_in_backward;  /* release node storage during backward (autograd/tape.c) */
+    bool deterministic;     /* no kernel whose results vary from run to run */
     vnm_dtype matmul_dtype; /* f32, or bf16/f16 for mixed precision (op_linear.c) */
     vnm_rng_state rng;
     vnm_linear_hook linear_hook;

@@ -1,8 +1,9 @@
 /* autograd/op_attention_half.c — attention in the half dtype of mixed precision, through the
  * backend's fused entries (attention_half_fwd/bwd: cuDNN's flash-attention SDPA on CUDA, a
  * reference on the CPU). vnm_attention and vnm_attention_qkv come here first when the context
- * multiplies in bf16/f16 (vnm_ctx_set_matmul_dtype) and the backend has the entries; a case the
- * backend declines runs the f32 kernels.
+ * multiplies in bf16/f16 (vnm_ctx_set_matmul_dtype) and the backend has the entries (and they
+ * are deterministic, where the context asks for it); a case the backend declines runs the f32
+ * kernels.
  *
  * As PyTorch's autocast runs scaled_dot_product_attention in the autocast dtype: q, k and v are
  * rounded to it, the kernel accumulates in f32 and rounds its output, which is widened to f32 for
@@ -107,8 +108,9 @@ static bool fused_forward(vnm_ctx *ctx, const char *op, const fused_case *c, vnm
 
 static bool applies(const vnm_ctx *ctx)
 {
-    return ctx->matmul_dtype != VNM_DTYPE_F32 && ctx->be->attention_half_fwd &&
-           ctx->be->attention_half_bwd;
+    const vnm_backend *be = ctx->be;
+    return ctx->matmul_dtype != VNM_DTYPE_F32 && be->attention_half_fwd &&
+           be->attention_half_bwd && (be->attention_half_deterministic || !ctx->deterministic);
 }
 
 /* t (f32, any strides) into dst (contiguous, dt) */

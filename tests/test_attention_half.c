@@ -8,7 +8,8 @@
  *   - a gradient buffer that already holds a gradient is added to;
  *   - the node keeps no [B, H, T, S] probabilities and reads none of its f32 inputs;
  *   - the per-row log-sum-exp the entry returns against a double reference;
- *   - a case the entries decline (causal with fewer queries than keys) runs the f32 kernels.
+ *   - a case the entries decline (causal with fewer queries than keys) runs the f32 kernels, and
+ *     so does a context asking for determinism where the entries are not deterministic.
  * test_backends compares the CUDA entries (cuDNN) with these. */
 #include <math.h>
 #include <stdlib.h>
@@ -245,6 +246,29 @@ static void test_half_declined_runs_f32(void **state)
     result_free(&ref);
 }
 
+/* A context that asks for determinism leaves out fused entries that do not repeat their bits
+ * (cuDNN's backward): here the CPU's table with that flag cleared. */
+static void test_half_deterministic_context(void **state)
+{
+    vnm_ctx *ctx = *state;
+    vnm_backend nondeterministic = *ctx->be;
+    nondeterministic.attention_half_deterministic = false;
+    const vnm_backend *cpu = ctx->be;
+    ctx->be = &nondeterministic;
+    half_case c = {.B = 1, .Hq = 2, .Hkv = 2, .T = 9, .S = 9, .D = 8};
+    for (int det = 0; det < 2; det++) {
+        vnm_ctx_set_deterministic(ctx, det);
+        run_result r = run(ctx, &c, VNM_DTYPE_BF16, VNM_DTYPE_F32);
+        assert_true(r.reads_nothing == !det); /* fused: reads nothing; f32 kernels: q, k, v */
+        result_free(&r);
+    }
+    vnm_ctx_set_deterministic(ctx, false);
+    ctx->be = cpu;
+    run_result r = run(ctx, &c, VNM_DTYPE_BF16, VNM_DTYPE_F32); /* the CPU's entries repeat */
+    assert_true(r.reads_nothing);
+    result_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -254,6 +278,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_half_adds_to_gradient, tu_setup, tu_teardown),
         cmocka_unit_test(test_half_stats),
         cmocka_unit_test_setup_teardown(test_half_declined_runs_f32, tu_setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_half_deterministic_context, tu_setup, tu_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -83,7 +83,8 @@ typedef struct {
         vnm_recipe_precision precision; /* of the products' operands (mixed precision) */
         double loss_scale;              /* f16: initial dynamic loss scale */
         int64_t loss_scale_growth_interval;
-        int64_t threads; /* 0: OpenMP's choice */
+        bool deterministic; /* vnm_ctx_set_deterministic */
+        int64_t threads;    /* 0: OpenMP's choice */
     } run;
     struct {
         vnm_recipe_arch arch;

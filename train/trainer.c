@@ -390,6 +390,7 @@ static int setup(trainer *t, bool resume)
     if (!t->ctx) return fail(t, 1, "cannot create a %s context", cuda ? "cuda" : "cpu");
     vnm_ctx_set_training(t->ctx, true);
     vnm_ctx_set_free_in_backward(t->ctx, true); /* nothing reads a step's activations after it */
+    vnm_ctx_set_deterministic(t->ctx, t->r.run.deterministic);
     static const vnm_dtype operand[] = {VNM_DTYPE_F32, VNM_DTYPE_BF16, VNM_DTYPE_F16};
     if (vnm_ctx_set_matmul_dtype(t->ctx, operand[t->r.run.precision]))
         return fail(t, 2, "run.precision: %s", vnm_ctx_error(t->ctx));

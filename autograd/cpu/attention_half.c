@@ -161,4 +161,5 @@ void vnm_cpu_register_attention_half(vnm_backend *be)
 {
     be->attention_half_fwd = cpu_attention_half_fwd;
     be->attention_half_bwd = cpu_attention_half_bwd;
+    be->attention_half_deterministic = true;
 }

@@ -683,4 +683,5 @@ void vnm_cuda_register_attention_cudnn(vnm_backend *be)
 {
     be->attention_half_fwd = cuda_attention_half_fwd;
     be->attention_half_bwd = cuda_attention_half_bwd;
+    be->attention_half_deterministic = false; /* dQ's atomics */
 }
