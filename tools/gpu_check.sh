@@ -145,8 +145,9 @@ fi
 # ---- end to end: `vnm train` on the GPU ----
 # A LLaMA of the language-model quickstart's shape on this repository's own text (no data set to
 # fetch) through dense, lora_dense and the two masked LoRA stages (their dense form on the GPU),
-# with bf16 products, a frozen bf16 base and activation checkpointing; then a checkpoint from
-# inside lora_sparse_dynamic resumed to the end.
+# with bf16 products, a frozen bf16 base, activation checkpointing and deterministic kernels; then
+# a checkpoint from inside lora_sparse_dynamic resumed to the end, which must end on the same
+# loss, bit for bit.
 train_failed=0
 if [ "$bench" = 1 ]; then
     vnm=$build/train/vnm
@@ -167,7 +168,7 @@ if [ "$bench" = 1 ]; then
     "$vnm" tokenize --out "$log/tok" --doc-sep '' --val-every 4 "$root"/README.md \
         "$root"/tools/bench/RESULTS.md "$root"/recipes/*.yaml >/dev/null 2>&1 || train_failed=1
     cat >"$log/llm.yaml" <<'YAML'
-run: {name: gpu_check_llm, seed: 0, device: cuda, precision: bf16}
+run: {name: gpu_check_llm, seed: 0, device: cuda, precision: bf16, deterministic: true}
 model: {arch: llama, size: custom, embed_dim: 128, depth: 4, heads: 4, kv_heads: 2,
         mlp_ratio: 2.75, activation_checkpointing: true}
 data: {dataset: tokens, seq_len: 128, batch_size: 16}
@@ -187,6 +188,17 @@ log: {every: 50}
 YAML
     run_train train "$log/llm.yaml" "data.path=$log/tok" "run.output_dir=$log/llm"
     run_train resume "$log/llm/ckpt/step_00000250.h5" "run.output_dir=$log/llm-resumed"
+    # deterministic kernels: the resumed run ends on the bits of the uninterrupted one
+    end_loss() { grep -o '"event":"done".*"train_loss":[^,]*' "$1/metrics.jsonl" 2>/dev/null |
+        grep -o '"train_loss":[^,]*'; }
+    full=$(end_loss "$log/llm") resumed=$(end_loss "$log/llm-resumed")
+    if [ -n "$full" ] && [ "$full" = "$resumed" ]; then
+        echo "Resume from step 250: final $full in both runs (bit-exact)." >>"$report"
+    else
+        train_failed=1
+        echo "Resume from step 250: final ${full:-none}, resumed ${resumed:-none}: NOT bit-exact." \
+            >>"$report"
+    fi
     # the ViT quickstart (dense, prune to 64:2:5, sparse_fixed in the dense form) when its data
     # set is installed
     if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
