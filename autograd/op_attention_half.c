@@ -103,7 +103,8 @@ static bool fused_forward(vnm_ctx *ctx, const char *op, const fused_case *c, vnm
     vnm_release(ctx, stats);
     vnm_release(ctx, o16);
     vnm_release(ctx, x16);
-    return ran || !o16 || !stats;
+    bool out_of_memory = !o16 || !stats; /* the context says so: handled, as a failure */
+    return ran || out_of_memory;
 }
 
 static bool applies(const vnm_ctx *ctx)
